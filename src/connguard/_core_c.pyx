@@ -1,0 +1,983 @@
+# cython: language_level=3, freethreading_compatible=True
+"""Compiled core: address parsing, the sharded source table, destination classes.
+
+_core_py.py mirrors this module name for name; a change here is a change there.
+
+Locking (uvloop style, next to the data it guards):
+
+* Every field of a ``Shard`` -- its entry array, its index and its counters --
+  is guarded by ``Shard.lock``.
+* ``SourceTable`` configuration is written once in ``__init__`` and only read
+  afterwards, so it needs no lock.
+* Under a shard lock only plain C runs: no Python call, no allocation of a
+  Python object, nothing that can raise. Parsing, the clock and argument
+  conversion all happen before the lock is taken.
+* On GIL builds the locked region cannot release the GIL (it never calls
+  into Python), so the GIL already serialises it and the shard lock compiles
+  away (``CG_SHARD_LOCKS`` is 0). On free-threaded builds it is a real lock.
+"""
+
+cimport cython
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.math cimport floor, isfinite, log
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    #define CG_SHARD_LOCKS 1
+    #else
+    #define CG_SHARD_LOCKS 0
+    #endif
+
+    /* The same clock as time.monotonic(), read without making a float. */
+    static inline double cg_monotonic(void) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        PyTime_t t = 0;
+        (void)PyTime_MonotonicRaw(&t);
+        return (double)t / 1e9;
+    #else
+        return (double)_PyTime_GetMonotonicClock() / 1e9;
+    #endif
+    }
+    """
+    const bint CG_SHARD_LOCKS
+    double cg_monotonic() noexcept nogil
+
+cdef extern from "Python.h":
+    bint PyUnicode_Check(object) noexcept
+    bint PyUnicode_IS_ASCII(object) noexcept
+    void* PyUnicode_DATA(object) noexcept
+    int PyUnicode_KIND(object) noexcept
+    Py_ssize_t PyUnicode_GET_LENGTH(object) noexcept
+    uint32_t PyUnicode_READ(int kind, void* data, Py_ssize_t i) noexcept nogil  # a code point as a number
+
+# --- constants shared with _core_py -------------------------------------------
+
+MAX_CLASSES = 8            # "other" plus up to seven named destination classes
+MAX_SOURCE_LENGTH = 100    # longer text cannot be an address; rejected unread
+PATTERN_BITS = {"conn_flood": 1, "conn_rate": 2, "spam_relay": 4,
+                "port_scan": 8, "credential_stuffing": 16, "dns_tunnel": 32}
+EVICTION_SAMPLES = 8
+SKETCH_BITS = 64
+TOP_BY = {"active": 0, "total": 1, "rate": 2}
+
+cdef enum:
+    _MAX_CLASSES = 8
+    _SAMPLES = 8
+    _MAX_SOURCE = 100
+    _FLOOD = 1
+    _RATE = 2
+    _COUNT_MAX = 65535
+
+cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
+cdef uint64_t _V4_TAG = 0x0000FFFF00000000ULL   # IPv4 keys live in ::ffff:0:0/96
+cdef uint64_t _PORT_SALT = 0x5BD1E9955BD1E995ULL
+cdef uint64_t _FNV_OFFSET = 0xCBF29CE484222325ULL
+cdef uint64_t _FNV_PRIME = 0x100000001B3ULL
+
+
+cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
+    """Finalise a 64-bit hash (murmur3's fmix64); unsigned overflow is defined."""
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline uint64_t key_hash(uint64_t hi, uint64_t lo, uint64_t seed) noexcept nogil:
+    return fmix64(lo ^ (hi * _GOLDEN) ^ seed)
+
+
+# --- address parsing ----------------------------------------------------------
+# All parsers read exactly ``n`` bytes from ``p`` and return 1 on success.
+# They never read past ``p + n``: every index is checked against ``n`` first.
+
+cdef inline bint _is_digit(uint8_t c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef inline int _hex_value(uint8_t c) noexcept nogil:
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    if 65 <= c <= 70:
+        return c - 55
+    return -1
+
+
+cdef int parse_ipv4(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
+    """Dotted quad, strictly: four decimal octets, no leading zeros."""
+    cdef Py_ssize_t i = 0, start
+    cdef uint32_t acc = 0, octet
+    cdef int part
+    for part in range(4):
+        start = i
+        octet = 0
+        while i < n and _is_digit(p[i]) and i - start < 3:
+            octet = octet * 10 + (p[i] - 48)
+            i += 1
+        if i == start or octet > 255:
+            return 0
+        if p[start] == 48 and i - start > 1:   # "01" reads as octal elsewhere
+            return 0
+        acc = (acc << 8) | octet
+        if part < 3:
+            if i >= n or p[i] != 46:            # '.'
+                return 0
+            i += 1
+    if i != n:
+        return 0
+    out[0] = acc
+    return 1
+
+
+cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) noexcept nogil:
+    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4."""
+    cdef uint16_t groups[8]
+    cdef int count = 0, gap = -1, digits, v, k
+    cdef Py_ssize_t i = 0, start
+    cdef uint32_t value, v4
+    if n < 2:
+        return 0
+    if p[0] == 58:                               # leading ':' must be '::'
+        if p[1] != 58:
+            return 0
+        gap = 0
+        i = 2
+    while i < n:
+        if count == 8:
+            return 0
+        start = i
+        value = 0
+        digits = 0
+        while i < n and digits < 5:
+            v = _hex_value(p[i])
+            if v < 0:
+                break
+            value = (value << 4) | <uint32_t>v
+            digits += 1
+            i += 1
+        if i < n and p[i] == 46:                 # '.': the tail is an IPv4
+            if count > 6 or not parse_ipv4(p + start, n - start, &v4):
+                return 0
+            groups[count] = <uint16_t>(v4 >> 16)
+            groups[count + 1] = <uint16_t>(v4 & 0xFFFF)
+            count += 2
+            break
+        if digits == 0 or digits > 4:
+            return 0
+        groups[count] = <uint16_t>value
+        count += 1
+        if i == n:
+            break
+        if p[i] != 58:
+            return 0
+        i += 1
+        if i < n and p[i] == 58:
+            if gap >= 0:
+                return 0
+            gap = count
+            i += 1
+        elif i == n:                             # a lone trailing ':'
+            return 0
+    if gap < 0:
+        if count != 8:
+            return 0
+    elif count > 7:
+        return 0
+    else:
+        # Slide the groups after '::' to the end and zero the gap.
+        k = 7
+        while count > gap:
+            count -= 1
+            groups[k] = groups[count]
+            k -= 1
+        while k >= gap:
+            groups[k] = 0
+            k -= 1
+    hi[0] = ((<uint64_t>groups[0] << 48) | (<uint64_t>groups[1] << 32)
+             | (<uint64_t>groups[2] << 16) | groups[3])
+    lo[0] = ((<uint64_t>groups[4] << 48) | (<uint64_t>groups[5] << 32)
+             | (<uint64_t>groups[6] << 16) | groups[7])
+    return 1
+
+
+cdef inline bint _valid_zone(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Interface names and numbers: letters, digits, '.', '_', '-'."""
+    cdef Py_ssize_t i
+    cdef uint8_t c
+    if n == 0:
+        return False
+    for i in range(n):
+        c = p[i]
+        if not (_is_digit(c) or 65 <= c <= 90 or 97 <= c <= 122
+                or c == 46 or c == 95 or c == 45):
+            return False
+    return True
+
+
+cdef inline bint _valid_port(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint32_t port = 0
+    if n == 0 or n > 5:
+        return False
+    for i in range(n):
+        if not _is_digit(p[i]):
+            return False
+        port = port * 10 + (p[i] - 48)
+    return port <= 65535
+
+
+cdef int parse_source_bytes(const uint8_t* p, Py_ssize_t n, uint64_t* hi,
+                            uint64_t* lo) noexcept nogil:
+    """Parse a source as text; return 4 or 6 (the family) or 0 when invalid.
+
+    IPv4 comes back as its ::ffff:a.b.c.d form, so IPv4-mapped IPv6 folds to
+    the same key for free.
+    """
+    cdef Py_ssize_t i, close_at = -1, zone_at = -1, first_colon = -1, colons = 0
+    cdef Py_ssize_t addr_end
+    cdef uint32_t v4
+    if n == 0:
+        return 0
+    if p[0] == 91:                               # '[v6]' or '[v6]:port'
+        for i in range(1, n):
+            if p[i] == 93:
+                close_at = i
+                break
+        if close_at < 0:
+            return 0
+        if close_at + 1 < n and not (p[close_at + 1] == 58
+                                     and _valid_port(p + close_at + 2, n - close_at - 2)):
+            return 0
+        addr_end = close_at
+        for i in range(1, close_at):
+            if p[i] == 37:
+                zone_at = i
+                break
+        if zone_at >= 0:
+            if not _valid_zone(p + zone_at + 1, close_at - zone_at - 1):
+                return 0
+            addr_end = zone_at
+        if not parse_ipv6(p + 1, addr_end - 1, hi, lo):
+            return 0
+    else:
+        for i in range(n):
+            if p[i] == 58:
+                colons += 1
+                if first_colon < 0:
+                    first_colon = i
+            elif p[i] == 37:
+                zone_at = i
+                break
+        if colons == 0:
+            if zone_at >= 0 or not parse_ipv4(p, n, &v4):
+                return 0
+            hi[0] = 0
+            lo[0] = _V4_TAG | v4
+        elif colons == 1 and zone_at < 0:        # a.b.c.d:port
+            if (not _valid_port(p + first_colon + 1, n - first_colon - 1)
+                    or not parse_ipv4(p, first_colon, &v4)):
+                return 0
+            hi[0] = 0
+            lo[0] = _V4_TAG | v4
+        else:
+            addr_end = n
+            if zone_at >= 0:
+                if not _valid_zone(p + zone_at + 1, n - zone_at - 1):
+                    return 0
+                addr_end = zone_at
+            if not parse_ipv6(p, addr_end, hi, lo):
+                return 0
+    if hi[0] == 0 and (lo[0] >> 32) == 0xFFFF:
+        return 4
+    return 6
+
+
+cdef object _bad_source(object source):
+    text = source if len(source) <= 64 else source[:64] + "..."
+    return ValueError(f"invalid source address: {text!r}")
+
+
+cdef object _not_str(object value, str name):
+    return TypeError(f"Argument '{name}' has incorrect type "
+                     f"(expected str, got {type(value).__name__})")
+
+
+cdef int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
+    """Parse ``source`` or raise TypeError (not a str) or ValueError naming it."""
+    cdef Py_ssize_t n
+    cdef int family
+    if not PyUnicode_Check(source):
+        raise _not_str(source, "source")
+    n = PyUnicode_GET_LENGTH(source)
+    # Non-ASCII text is rejected before reading: this is also what keeps
+    # Unicode digits such as '١' from being read as numbers. Only ASCII str
+    # has the 1-byte layout the byte parsers read.
+    if n == 0 or n > _MAX_SOURCE or not PyUnicode_IS_ASCII(source):
+        raise _bad_source(source)
+    family = parse_source_bytes(<const uint8_t*>PyUnicode_DATA(source), n, hi, lo)
+    if family == 0:
+        raise _bad_source(source)
+    return family
+
+
+def parse_source(source):
+    """Return ``(family, address)`` for a source; IPv4-mapped IPv6 folds to 4."""
+    cdef uint64_t hi = 0, lo = 0
+    if source_key(source, &hi, &lo) == 4:
+        return 4, <uint32_t>lo
+    return 6, (<object>hi << 64) | lo
+
+
+# --- destinations -------------------------------------------------------------
+
+cdef struct Destination:
+    uint8_t cls          # index into the class table; 0 is "other"
+    uint64_t host_bit    # one bit of the distinct-hosts sketch, 0 for none
+    uint64_t port_bit    # one bit of the distinct-ports sketch, 0 for none
+
+
+cdef inline uint64_t sketch_bit(uint64_t h) noexcept nogil:
+    return (<uint64_t>1) << (fmix64(h) >> 58)
+
+
+cdef int _port_in(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
+    """Return the decimal port in [start, end), or -1 when it is not one."""
+    cdef Py_ssize_t i
+    cdef uint32_t c
+    cdef int port = 0
+    if end - start < 1 or end - start > 5:
+        return -1
+    for i in range(start, end):
+        c = PyUnicode_READ(kind, data, i)
+        if c < 48 or c > 57:
+            return -1
+        port = port * 10 + <int>(c - 48)
+    return port if port <= 65535 else -1
+
+
+cdef uint64_t _host_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
+    """FNV-1a over code points, ASCII case folded (hosts are case-insensitive)."""
+    cdef uint64_t h = _FNV_OFFSET
+    cdef Py_ssize_t i
+    cdef uint32_t c
+    for i in range(start, end):
+        c = PyUnicode_READ(kind, data, i)
+        if 65 <= c <= 90:
+            c += 32
+        h = (h ^ c) * _FNV_PRIME
+    return h
+
+
+cdef int classify(object destination, const uint8_t* port_class, Destination* d) except -1:
+    """Fill ``d`` for a destination; unparsable text counts as class "other"."""
+    cdef Py_ssize_t n, i, close_at = -1, colon = -1, colons = 0
+    cdef Py_ssize_t host_start = 0, host_end
+    cdef int kind, port = -1
+    cdef void* data
+    cdef uint32_t c
+    d.cls = 0
+    d.host_bit = 0
+    d.port_bit = 0
+    if destination is None:
+        return 0
+    if not isinstance(destination, str):
+        raise TypeError(f"destination must be str or None, not {type(destination).__name__}")
+    n = PyUnicode_GET_LENGTH(destination)
+    if n == 0:
+        return 0
+    kind = PyUnicode_KIND(destination)
+    data = PyUnicode_DATA(destination)
+    host_end = n
+    if PyUnicode_READ(kind, data, 0) == 91:      # '[v6]' or '[v6]:port'
+        for i in range(1, n):
+            if PyUnicode_READ(kind, data, i) == 93:
+                close_at = i
+                break
+        if close_at > 1:
+            if close_at == n - 1:
+                host_start, host_end = 1, close_at
+            elif PyUnicode_READ(kind, data, close_at + 1) == 58:
+                port = _port_in(kind, data, close_at + 2, n)
+                if port >= 0:
+                    host_start, host_end = 1, close_at
+    else:
+        for i in range(n):
+            c = PyUnicode_READ(kind, data, i)
+            if c == 58:
+                colons += 1
+                colon = i
+        if colons == 1:
+            port = _port_in(kind, data, colon + 1, n)
+            if port >= 0 and colon > 0:
+                host_end = colon
+            else:
+                port = -1
+    # Anything that did not parse keeps host = the whole text and no port.
+    d.host_bit = sketch_bit(_host_hash(kind, data, host_start, host_end))
+    if port >= 0:
+        d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
+        d.cls = port_class[port]
+    return 0
+
+
+# --- the source table ---------------------------------------------------------
+
+cdef struct Entry:
+    # 112 bytes; with the index (<= 10 bytes per entry) a tracked source costs
+    # <= 122 bytes at full capacity.
+    uint64_t key_hi
+    uint64_t key_lo
+    double first_seen
+    double last_seen          # also fixes the window bucket of cls_cur
+    uint64_t total
+    uint32_t active
+    uint8_t patterns          # PATTERN_BITS
+    uint8_t _pad[3]
+    uint16_t cls_cur[_MAX_CLASSES]    # accepts per class, current bucket (saturating)
+    uint16_t cls_prev[_MAX_CLASSES]   # accepts per class, previous bucket
+    uint64_t hosts_cur        # distinct-host sketches (linear counting)
+    uint64_t hosts_prev
+    uint64_t ports_cur        # distinct-port sketches
+    uint64_t ports_prev
+
+
+cdef struct Config:
+    double window
+    double rate_threshold     # accepts per second; +inf is off
+    uint32_t concurrent_threshold
+    uint64_t seed
+
+
+cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
+    """Advance e's window buckets to ``now`` (now >= e.last_seen)."""
+    cdef double gap = floor(now / window) - floor(e.last_seen / window)
+    if gap == 0:
+        return
+    if gap == 1:
+        memcpy(e.cls_prev, e.cls_cur, sizeof(e.cls_cur))
+        e.hosts_prev = e.hosts_cur
+        e.ports_prev = e.ports_cur
+    else:
+        memset(e.cls_prev, 0, sizeof(e.cls_prev))
+        e.hosts_prev = 0
+        e.ports_prev = 0
+    memset(e.cls_cur, 0, sizeof(e.cls_cur))
+    e.hosts_cur = 0
+    e.ports_cur = 0
+
+
+cdef inline double window_weight(double now, double window) noexcept nogil:
+    """Weight of the previous bucket: the share of it still inside the window."""
+    return 1.0 - (now / window - floor(now / window))
+
+
+cdef inline double accept_rate(Entry* e, double now, double window) noexcept nogil:
+    cdef uint32_t cur = 0, prev = 0
+    cdef int c
+    for c in range(_MAX_CLASSES):
+        cur += e.cls_cur[c]
+        prev += e.cls_prev[c]
+    return (cur + prev * window_weight(now, window)) / window
+
+
+@cython.final
+cdef class Shard:
+    """One lock and the open-addressing table it guards."""
+
+    cdef cython.pymutex lock
+    # --- everything below is guarded by lock ---
+    cdef Entry* entries       # dense: entries[0:n], swap-removed on eviction
+    cdef uint32_t* index      # slot -> entry position + 1; 0 is an empty slot
+    cdef uint32_t index_mask
+    cdef uint32_t n
+    cdef uint32_t allocated   # entries has room for this many
+    cdef uint32_t capacity    # hard bound on n
+    cdef uint64_t rng         # xorshift64* state for eviction sampling
+    cdef int64_t active_connections
+    cdef uint32_t active_sources
+    cdef uint32_t flagged_sources
+    cdef uint64_t evictions
+    cdef uint64_t overflows
+
+    def __dealloc__(self):
+        free(self.entries)
+        free(self.index)
+
+    cdef inline uint64_t next_random(self) noexcept nogil:
+        cdef uint64_t x = self.rng
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self.rng = x
+        return x * 0x2545F4914F6CDD1DULL
+
+    cdef inline Py_ssize_t find(self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
+        cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
+        cdef uint32_t ix
+        cdef Entry* e
+        if self.index == NULL:
+            return -1
+        while True:
+            ix = self.index[slot]
+            if ix == 0:
+                return -1
+            e = &self.entries[ix - 1]
+            if e.key_lo == lo and e.key_hi == hi:
+                return ix - 1
+            slot = (slot + 1) & self.index_mask
+
+    cdef uint32_t slot_of(self, uint32_t pos, uint64_t seed) noexcept nogil:
+        """Return the index slot that points at entries[pos]."""
+        cdef Entry* e = &self.entries[pos]
+        cdef uint32_t slot = <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
+        while self.index[slot] != pos + 1:
+            slot = (slot + 1) & self.index_mask
+        return slot
+
+    cdef bint grow(self, uint64_t seed) noexcept nogil:
+        """Double the entry array (up to capacity) and rebuild the index.
+
+        Plain libc allocation: safe under the lock (no Python), and a failure
+        is reported to the caller, which counts it as an overflow.
+        """
+        cdef uint32_t want = self.allocated * 2 if self.allocated else 16
+        cdef uint32_t slots = 8, i, slot
+        cdef Entry* entries
+        cdef uint32_t* index
+        if want > self.capacity:
+            want = self.capacity
+        while slots < want + want // 4:          # load factor <= 0.8
+            slots *= 2
+        entries = <Entry*>realloc(self.entries, want * sizeof(Entry))
+        if entries == NULL:
+            return False
+        self.entries = entries
+        index = <uint32_t*>calloc(slots, sizeof(uint32_t))
+        if index == NULL:
+            return False
+        free(self.index)
+        self.index = index
+        self.index_mask = slots - 1
+        self.allocated = want
+        for i in range(self.n):
+            slot = <uint32_t>(key_hash(entries[i].key_hi, entries[i].key_lo, seed) >> 8) & self.index_mask
+            while index[slot] != 0:
+                slot = (slot + 1) & self.index_mask
+            index[slot] = i + 1
+        return True
+
+    cdef void remove(self, uint32_t pos, uint64_t seed) noexcept nogil:
+        """Drop entries[pos]: backward-shift delete in the index, swap-remove."""
+        cdef uint32_t hole = self.slot_of(pos, seed), j, home, last
+        cdef uint32_t mask = self.index_mask
+        j = hole
+        while True:
+            j = (j + 1) & mask
+            if self.index[j] == 0:
+                break
+            home = <uint32_t>(key_hash(self.entries[self.index[j] - 1].key_hi,
+                                       self.entries[self.index[j] - 1].key_lo, seed) >> 8) & mask
+            # Move j into the hole unless its home lies cyclically in (hole, j].
+            if ((j - home) & mask) >= ((j - hole) & mask):
+                self.index[hole] = self.index[j]
+                hole = j
+        self.index[hole] = 0
+        self.n -= 1
+        last = self.n
+        if pos != last:
+            self.index[self.slot_of(last, seed)] = pos + 1
+            self.entries[pos] = self.entries[last]
+
+    cdef bint evict_one(self, uint64_t seed) noexcept nogil:
+        """Evict the idlest of a few sampled sources with no active connection.
+
+        When the samples are all busy, scan from a random point: an idle
+        source exists (checked first), so the scan ends, and it only runs
+        when nearly every tracked source is busy.
+        """
+        cdef uint32_t k, i, best = 0
+        cdef bint found = False
+        if self.n == 0 or self.active_sources >= self.n:
+            return False
+        for k in range(_SAMPLES):
+            i = <uint32_t>(self.next_random() % self.n)
+            if self.entries[i].active == 0 and (
+                    not found or self.entries[i].last_seen < self.entries[best].last_seen):
+                best = i
+                found = True
+        if not found:
+            i = <uint32_t>(self.next_random() % self.n)
+            while self.entries[i].active != 0:
+                i = (i + 1) % self.n
+            best = i
+        if self.entries[best].patterns:
+            self.flagged_sources -= 1
+        self.remove(best, seed)
+        self.evictions += 1
+        return True
+
+    cdef int accept(self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
+                    double now, const Config* cfg) noexcept nogil:
+        """Count one accepted connection; 1 tracked, 2 untracked, 0 refused."""
+        cdef Py_ssize_t pos = self.find(hi, lo, h)
+        cdef Entry* e
+        cdef uint32_t slot
+        cdef uint8_t before
+        if pos < 0:
+            if self.n >= self.capacity and not self.evict_one(cfg.seed):
+                self.overflows += 1
+                return 0
+            if self.n >= self.allocated and not self.grow(cfg.seed):
+                self.overflows += 1
+                return 0
+            pos = self.n
+            self.n += 1
+            e = &self.entries[pos]
+            memset(e, 0, sizeof(Entry))
+            e.key_hi = hi
+            e.key_lo = lo
+            e.first_seen = now
+            e.last_seen = now
+            slot = <uint32_t>(h >> 8) & self.index_mask
+            while self.index[slot] != 0:
+                slot = (slot + 1) & self.index_mask
+            self.index[slot] = <uint32_t>pos + 1
+        else:
+            e = &self.entries[pos]
+            if now < e.last_seen:                # time never runs back per source
+                now = e.last_seen
+            roll(e, now, cfg.window)
+            e.last_seen = now
+        before = e.patterns
+        e.active += 1
+        if e.active == 1:
+            self.active_sources += 1
+        self.active_connections += 1
+        e.total += 1
+        if e.cls_cur[d.cls] < _COUNT_MAX:
+            e.cls_cur[d.cls] += 1
+        e.hosts_cur |= d.host_bit
+        e.ports_cur |= d.port_bit
+        if e.active >= cfg.concurrent_threshold:
+            e.patterns |= _FLOOD
+        self.update_rate_flag(e, now, cfg)
+        if (before == 0) != (e.patterns == 0):
+            self.flagged_sources += 1 if before == 0 else -1
+        return 1
+
+    cdef bint close(self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                    const Config* cfg) noexcept nogil:
+        """Count one closed connection; an unknown or idle source is a no-op."""
+        cdef Py_ssize_t pos = self.find(hi, lo, h)
+        cdef Entry* e
+        cdef uint8_t before
+        if pos < 0:
+            return False
+        e = &self.entries[pos]
+        if e.active == 0:
+            return False
+        if now < e.last_seen:
+            now = e.last_seen
+        roll(e, now, cfg.window)
+        e.last_seen = now
+        before = e.patterns
+        e.active -= 1
+        self.active_connections -= 1
+        if e.active == 0:
+            self.active_sources -= 1
+            e.patterns &= ~_FLOOD
+        self.update_rate_flag(e, now, cfg)
+        if (before == 0) != (e.patterns == 0):
+            self.flagged_sources += 1 if before == 0 else -1
+        return True
+
+    cdef inline void update_rate_flag(self, Entry* e, double now, const Config* cfg) noexcept nogil:
+        if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+            e.patterns |= _RATE
+        else:
+            e.patterns &= ~_RATE
+
+
+cdef struct Ranked:
+    double score
+    uint64_t key_hi
+    uint64_t key_lo
+
+
+cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
+    """Order by score, highest first, then by key: the same total order as _core_py."""
+    cdef const Ranked* x = <const Ranked*>a
+    cdef const Ranked* y = <const Ranked*>b
+    if x.score != y.score:
+        return -1 if x.score > y.score else 1
+    if x.key_hi != y.key_hi:
+        return -1 if x.key_hi < y.key_hi else 1
+    if x.key_lo != y.key_lo:
+        return -1 if x.key_lo < y.key_lo else 1
+    return 0
+
+
+cdef class SourceTable:
+    """Per-source connection counts in sharded, bounded hash tables.
+
+    The public face is connguard.Tracker, which validates arguments and
+    turns the raw tuples returned here into SourceStats.
+    """
+
+    # Written once in __init__, read-only afterwards (no lock needed).
+    cdef tuple _shards
+    cdef uint64_t _shard_mask
+    cdef Config _cfg
+    cdef uint64_t _mask_hi
+    cdef uint64_t _mask_lo
+    cdef uint32_t _mask_v4
+    cdef bint _deny
+    cdef uint8_t* _port_class
+    cdef object _clock
+
+    def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
+                 uint32_t concurrent_threshold, double rate_threshold,
+                 int ipv4_prefix, int ipv6_prefix, bint deny,
+                 bytes port_classes not None, object clock, uint64_t seed):
+        cdef uint32_t i
+        cdef Shard s
+        if self._shards is not None:
+            raise RuntimeError("SourceTable is already initialised")
+        if shards == 0 or shards & (shards - 1) or capacity < shards:
+            raise ValueError("shards must be a power of two no larger than capacity")
+        if len(port_classes) != 65536 or max(port_classes) >= _MAX_CLASSES:
+            raise ValueError("port_classes must map all 65536 ports to a class id")
+        self._port_class = <uint8_t*>malloc(65536)
+        if self._port_class == NULL:
+            raise MemoryError()
+        memcpy(self._port_class, <const char*>port_classes, 65536)
+        self._cfg.window = window
+        self._cfg.rate_threshold = rate_threshold
+        self._cfg.concurrent_threshold = concurrent_threshold
+        self._cfg.seed = seed
+        self._mask_v4 = 0 if ipv4_prefix == 0 else (~<uint32_t>0) << (32 - ipv4_prefix)
+        self._mask_hi = _prefix_mask(ipv6_prefix)
+        self._mask_lo = _prefix_mask(ipv6_prefix - 64)
+        self._deny = deny
+        self._clock = clock
+        shard_list = []
+        for i in range(shards):
+            s = Shard()
+            # Spread the remainder so the shard capacities sum to capacity.
+            s.capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
+            s.rng = fmix64(seed + i + 1) | 1
+            shard_list.append(s)
+        self._shards = tuple(shard_list)
+        self._shard_mask = shards - 1
+
+    def __dealloc__(self):
+        free(self._port_class)
+
+    cdef inline double _now(self, object now) except? -1.0:
+        cdef double t
+        if now is None:
+            if self._clock is None:
+                return cg_monotonic()
+            now = self._clock()
+        t = now
+        if not isfinite(t):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        return t
+
+    cdef inline Shard _shard(self, uint64_t h):
+        return <Shard>PyTuple_GET_ITEM(self._shards, h & self._shard_mask)
+
+    cdef inline int _key(self, object source, uint64_t* hi, uint64_t* lo) except 0:
+        cdef int family = source_key(source, hi, lo)
+        if family == 4:
+            lo[0] = _V4_TAG | (lo[0] & self._mask_v4)
+        else:
+            hi[0] &= self._mask_hi
+            lo[0] &= self._mask_lo
+        return family
+
+    def accept(self, source, destination="", now=None):
+        """Count an accepted connection; False only when overflow="deny" refuses it."""
+        cdef uint64_t hi, lo, h
+        cdef Destination d
+        cdef int result
+        self._key(source, &hi, &lo)
+        classify(destination, self._port_class, &d)
+        cdef double t = self._now(now)
+        h = key_hash(hi, lo, self._cfg.seed)
+        cdef Shard s = self._shard(h)
+        if CG_SHARD_LOCKS:
+            with s.lock:
+                result = s.accept(hi, lo, h, &d, t, &self._cfg)
+        else:
+            result = s.accept(hi, lo, h, &d, t, &self._cfg)
+        return result != 0 or not self._deny
+
+    def close(self, source, now=None):
+        """Count a closed connection; return False when there was none to close."""
+        cdef uint64_t hi, lo, h
+        cdef bint closed
+        self._key(source, &hi, &lo)
+        cdef double t = self._now(now)
+        h = key_hash(hi, lo, self._cfg.seed)
+        cdef Shard s = self._shard(h)
+        if CG_SHARD_LOCKS:
+            with s.lock:
+                closed = s.close(hi, lo, h, t, &self._cfg)
+        else:
+            closed = s.close(hi, lo, h, t, &self._cfg)
+        return closed
+
+    def source_key(self, source):
+        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
+        cdef uint64_t hi, lo
+        family = self._key(source, &hi, &lo)
+        return family, hi, lo
+
+    def stats_raw(self, uint64_t hi, uint64_t lo, now=None):
+        """Return one source's raw counters, windows advanced to ``now``, or None."""
+        cdef uint64_t h = key_hash(hi, lo, self._cfg.seed)
+        cdef double t = self._now(now)
+        cdef Shard s = self._shard(h)
+        cdef Entry e
+        cdef Py_ssize_t pos
+        if CG_SHARD_LOCKS:
+            with s.lock:
+                pos = s.find(hi, lo, h)
+                if pos >= 0:
+                    e = s.entries[pos]
+        else:
+            pos = s.find(hi, lo, h)
+            if pos >= 0:
+                e = s.entries[pos]
+        if pos < 0:
+            return None
+        return _raw(&e, t, self._cfg.window)
+
+    def top_raw(self, Py_ssize_t n, int by, now=None):
+        """Return the raw counters of the n highest-ranked sources."""
+        cdef double t = self._now(now)
+        cdef Py_ssize_t total = 0, filled = 0, i
+        cdef Shard s
+        cdef Ranked* ranked
+        for s in self._shards:
+            total += s.capacity
+        ranked = <Ranked*>malloc(max(total, 1) * sizeof(Ranked))
+        if ranked == NULL:
+            raise MemoryError()
+        try:
+            for s in self._shards:
+                if CG_SHARD_LOCKS:
+                    with s.lock:
+                        filled = _rank_shard(s, ranked, filled, by, t, self._cfg.window)
+                else:
+                    filled = _rank_shard(s, ranked, filled, by, t, self._cfg.window)
+            qsort(ranked, filled, sizeof(Ranked), _compare_ranked)
+            result = []
+            for i in range(min(n, filled)):
+                raw = self.stats_raw(ranked[i].key_hi, ranked[i].key_lo, t)
+                if raw is not None:              # evicted between the two passes
+                    result.append(raw)
+            return result
+        finally:
+            free(ranked)
+
+    def counters(self):
+        """Return (active_connections, active_sources, tracked_sources,
+        flagged_sources, evictions, overflows), summed over the shards."""
+        cdef int64_t sums[6]
+        cdef Shard s
+        memset(sums, 0, sizeof(sums))
+        for s in self._shards:
+            if CG_SHARD_LOCKS:
+                with s.lock:
+                    _add_counters(s, sums)
+            else:
+                _add_counters(s, sums)
+        return tuple([sums[i] for i in range(6)])
+
+    def memory_bytes(self):
+        """Return the bytes this table holds outside the Python heap, and its objects."""
+        cdef uint64_t total = 65536               # the port-class table
+        cdef Shard s
+        for s in self._shards:
+            total += s.allocated * sizeof(Entry)
+            total += (s.index_mask + 1 if s.index != NULL else 0) * sizeof(uint32_t)
+            total += s.__sizeof__()
+        return total
+
+    @property
+    def capacity(self):
+        """The hard bound on tracked sources."""
+        cdef uint64_t total = 0
+        cdef Shard s
+        for s in self._shards:
+            total += s.capacity
+        return total
+
+    @property
+    def shards(self):
+        return len(self._shards)
+
+
+cdef uint64_t _prefix_mask(int bits) noexcept:
+    """Mask of the top ``bits`` bits of a 64-bit word (clamped to 0..64)."""
+    if bits <= 0:
+        return 0
+    if bits >= 64:
+        return 0xFFFFFFFFFFFFFFFFULL
+    return ~((<uint64_t>1 << (64 - bits)) - 1)
+
+
+cdef void _add_counters(Shard s, int64_t* sums) noexcept nogil:
+    sums[0] += s.active_connections
+    sums[1] += s.active_sources
+    sums[2] += s.n
+    sums[3] += s.flagged_sources
+    sums[4] += <int64_t>s.evictions
+    sums[5] += <int64_t>s.overflows
+
+
+cdef Py_ssize_t _rank_shard(Shard s, Ranked* out, Py_ssize_t filled, int by,
+                            double now, double window) noexcept nogil:
+    cdef uint32_t j
+    cdef Entry e
+    cdef double t
+    for j in range(s.n):
+        out[filled].key_hi = s.entries[j].key_hi
+        out[filled].key_lo = s.entries[j].key_lo
+        if by == 0:
+            out[filled].score = s.entries[j].active
+        elif by == 1:
+            out[filled].score = <double>s.entries[j].total
+        else:
+            e = s.entries[j]                     # a copy: ranking never mutates
+            t = now if now > e.last_seen else e.last_seen
+            roll(&e, t, window)
+            out[filled].score = accept_rate(&e, t, window)
+        filled += 1
+    return filled
+
+
+cdef tuple _raw(Entry* e, double now, double window):
+    """Pack a copied entry, advanced to ``now``, for the Python side."""
+    if now < e.last_seen:
+        now = e.last_seen
+    roll(e, now, window)
+    return (e.key_hi, e.key_lo, e.active, e.total, e.first_seen, e.last_seen,
+            e.patterns, now,
+            tuple([e.cls_cur[c] for c in range(_MAX_CLASSES)]),
+            tuple([e.cls_prev[c] for c in range(_MAX_CLASSES)]),
+            e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
+
+
+# The memory bar (<= 128 bytes per tracked source) is budgeted on this size.
+assert sizeof(Entry) == 112, sizeof(Entry)

@@ -1,0 +1,643 @@
+"""Pure-Python twin of _core_c.pyx: the same names and observable behaviour.
+
+Every function here mirrors the one of the same name in _core_c.pyx, down to
+the hash functions, the eviction sampler's random numbers and the order of
+floating-point operations, so the two cores agree on every observable. Keep
+them in step: a change to one is a change to the other.
+
+Locking: each Shard's fields are guarded by its ``lock`` (a threading.Lock).
+Nothing under the lock calls user code or raises on valid input.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+MAX_CLASSES = 8
+MAX_SOURCE_LENGTH = 100
+PATTERN_BITS = {"conn_flood": 1, "conn_rate": 2, "spam_relay": 4,
+                "port_scan": 8, "credential_stuffing": 16, "dns_tunnel": 32}
+EVICTION_SAMPLES = 8
+SKETCH_BITS = 64
+TOP_BY = {"active": 0, "total": 1, "rate": 2}
+
+_FLOOD = 1
+_RATE = 2
+_COUNT_MAX = 65535
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_V4_TAG = 0x0000FFFF00000000
+_PORT_SALT = 0x5BD1E9955BD1E995
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_HEX = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
+_ZONE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_DIGITS = frozenset("0123456789")
+
+
+def fmix64(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    h ^= h >> 33
+    return h
+
+
+def key_hash(hi: int, lo: int, seed: int) -> int:
+    return fmix64(lo ^ ((hi * _GOLDEN) & _M64) ^ seed)
+
+
+# --- address parsing ----------------------------------------------------------
+
+def parse_ipv4(p: str) -> Optional[int]:
+    """Dotted quad, strictly: four decimal octets, no leading zeros."""
+    parts = p.split(".")
+    if len(parts) != 4:
+        return None
+    acc = 0
+    for part in parts:
+        if not 1 <= len(part) <= 3 or not _DIGITS.issuperset(part):
+            return None
+        if part[0] == "0" and len(part) > 1:  # "01" reads as octal elsewhere
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        acc = (acc << 8) | octet
+    return acc
+
+
+def parse_ipv6(p: str) -> Optional[tuple[int, int]]:
+    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4."""
+    n = len(p)
+    groups: list[int] = []
+    gap = -1
+    i = 0
+    if n < 2:
+        return None
+    if p[0] == ":":
+        if p[1] != ":":
+            return None
+        gap = 0
+        i = 2
+    while i < n:
+        if len(groups) == 8:
+            return None
+        start = i
+        value = 0
+        digits = 0
+        while i < n and digits < 5 and p[i] in _HEX:
+            value = (value << 4) | _HEX[p[i]]
+            digits += 1
+            i += 1
+        if i < n and p[i] == ".":
+            v4 = parse_ipv4(p[start:]) if len(groups) <= 6 else None
+            if v4 is None:
+                return None
+            groups += [v4 >> 16, v4 & 0xFFFF]
+            break
+        if digits == 0 or digits > 4:
+            return None
+        groups.append(value)
+        if i == n:
+            break
+        if p[i] != ":":
+            return None
+        i += 1
+        if i < n and p[i] == ":":
+            if gap >= 0:
+                return None
+            gap = len(groups)
+            i += 1
+        elif i == n:
+            return None
+    if gap < 0:
+        if len(groups) != 8:
+            return None
+    elif len(groups) > 7:
+        return None
+    else:
+        groups[gap:gap] = [0] * (8 - len(groups))
+    hi = (groups[0] << 48) | (groups[1] << 32) | (groups[2] << 16) | groups[3]
+    lo = (groups[4] << 48) | (groups[5] << 32) | (groups[6] << 16) | groups[7]
+    return hi, lo
+
+
+def _valid_zone(z: str) -> bool:
+    return bool(z) and _ZONE_CHARS.issuperset(z)
+
+
+def _valid_port(p: str) -> bool:
+    return 1 <= len(p) <= 5 and _DIGITS.issuperset(p) and int(p) <= 65535
+
+
+def parse_source_text(p: str) -> Optional[tuple[int, int, int]]:
+    """Parse an ASCII source; return (family, hi, lo) or None when invalid."""
+    n = len(p)
+    if n == 0:
+        return None
+    if p[0] == "[":
+        close_at = p.find("]", 1)
+        if close_at < 0:
+            return None
+        if close_at + 1 < n and not (p[close_at + 1] == ":" and _valid_port(p[close_at + 2:])):
+            return None
+        addr = p[1:close_at]
+        zone_at = addr.find("%")
+        if zone_at >= 0:
+            if not _valid_zone(addr[zone_at + 1:]):
+                return None
+            addr = addr[:zone_at]
+        key = parse_ipv6(addr)
+        if key is None:
+            return None
+        hi, lo = key
+    else:
+        zone_at = p.find("%")
+        head = p if zone_at < 0 else p[:zone_at]
+        colons = head.count(":")
+        if colons == 0:
+            v4 = parse_ipv4(p) if zone_at < 0 else None
+            if v4 is None:
+                return None
+            hi, lo = 0, _V4_TAG | v4
+        elif colons == 1 and zone_at < 0:
+            host, _, port = p.partition(":")
+            v4 = parse_ipv4(host) if _valid_port(port) else None
+            if v4 is None:
+                return None
+            hi, lo = 0, _V4_TAG | v4
+        else:
+            if zone_at >= 0 and not _valid_zone(p[zone_at + 1:]):
+                return None
+            key = parse_ipv6(head)
+            if key is None:
+                return None
+            hi, lo = key
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return 4, hi, lo
+    return 6, hi, lo
+
+
+def _bad_source(source: str) -> ValueError:
+    text = source if len(source) <= 64 else source[:64] + "..."
+    return ValueError(f"invalid source address: {text!r}")
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"Argument '{name}' has incorrect type "
+                        f"(expected str, got {type(value).__name__})")
+
+
+def source_key(source: str) -> tuple[int, int, int]:
+    """Parse ``source`` (a str) or raise ValueError naming it."""
+    n = len(source)
+    if n == 0 or n > MAX_SOURCE_LENGTH or not source.isascii():
+        raise _bad_source(source)
+    key = parse_source_text(source)
+    if key is None:
+        raise _bad_source(source)
+    return key
+
+
+def parse_source(source: str) -> tuple[int, int]:
+    """Return ``(family, address)`` for a source; IPv4-mapped IPv6 folds to 4."""
+    _check_str(source, "source")
+    family, hi, lo = source_key(source)
+    if family == 4:
+        return 4, lo & 0xFFFFFFFF
+    return 6, (hi << 64) | lo
+
+
+# --- destinations -------------------------------------------------------------
+
+def sketch_bit(h: int) -> int:
+    return 1 << (fmix64(h) >> 58)
+
+
+def _port_in(text: str) -> int:
+    if not 1 <= len(text) <= 5 or not _DIGITS.issuperset(text):
+        return -1
+    port = int(text)
+    return port if port <= 65535 else -1
+
+
+def _host_hash(host: str) -> int:
+    """FNV-1a over code points, ASCII case folded (hosts are case-insensitive)."""
+    h = _FNV_OFFSET
+    for ch in host:
+        c = ord(ch)
+        if 65 <= c <= 90:
+            c += 32
+        h = ((h ^ c) * _FNV_PRIME) & _M64
+    return h
+
+
+def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
+    """Return (class, host_bit, port_bit); unparsable text counts as "other"."""
+    if destination is None:
+        return 0, 0, 0
+    if not isinstance(destination, str):
+        raise TypeError(f"destination must be str or None, not {type(destination).__name__}")
+    if not destination:
+        return 0, 0, 0
+    host = destination
+    port = -1
+    if destination[0] == "[":
+        close_at = destination.find("]", 1)
+        if close_at > 1:
+            if close_at == len(destination) - 1:
+                host = destination[1:close_at]
+            elif destination[close_at + 1] == ":":
+                port = _port_in(destination[close_at + 2:])
+                if port >= 0:
+                    host = destination[1:close_at]
+    elif destination.count(":") == 1:
+        head, _, tail = destination.partition(":")
+        port = _port_in(tail)
+        if port >= 0 and head:
+            host = head
+        else:
+            port = -1
+    host_bit = sketch_bit(_host_hash(host))
+    if port >= 0:
+        return port_class[port], host_bit, sketch_bit(port ^ _PORT_SALT)
+    return 0, host_bit, 0
+
+
+# --- the source table ---------------------------------------------------------
+
+class Entry:
+    __slots__ = ("key_hi", "key_lo", "first_seen", "last_seen", "total", "active",
+                 "patterns", "cls_cur", "cls_prev", "hosts_cur", "hosts_prev",
+                 "ports_cur", "ports_prev")
+
+    def __init__(self, hi: int, lo: int, now: float) -> None:
+        self.key_hi = hi
+        self.key_lo = lo
+        self.first_seen = now
+        self.last_seen = now
+        self.total = 0
+        self.active = 0
+        self.patterns = 0
+        self.cls_cur = [0] * MAX_CLASSES
+        self.cls_prev = [0] * MAX_CLASSES
+        self.hosts_cur = self.hosts_prev = 0
+        self.ports_cur = self.ports_prev = 0
+
+    def copy(self) -> Entry:
+        e = Entry(self.key_hi, self.key_lo, self.first_seen)
+        for name in Entry.__slots__:
+            setattr(e, name, getattr(self, name))
+        e.cls_cur = list(self.cls_cur)
+        e.cls_prev = list(self.cls_prev)
+        return e
+
+
+def roll(e: Entry, now: float, window: float) -> None:
+    """Advance e's window buckets to ``now`` (now >= e.last_seen)."""
+    gap = math.floor(now / window) - math.floor(e.last_seen / window)
+    if gap == 0:
+        return
+    if gap == 1:
+        e.cls_prev = e.cls_cur
+        e.hosts_prev = e.hosts_cur
+        e.ports_prev = e.ports_cur
+    else:
+        e.cls_prev = [0] * MAX_CLASSES
+        e.hosts_prev = 0
+        e.ports_prev = 0
+    e.cls_cur = [0] * MAX_CLASSES
+    e.hosts_cur = 0
+    e.ports_cur = 0
+
+
+def window_weight(now: float, window: float) -> float:
+    """Weight of the previous bucket: the share of it still inside the window."""
+    return 1.0 - (now / window - math.floor(now / window))
+
+
+def accept_rate(e: Entry, now: float, window: float) -> float:
+    return (sum(e.cls_cur) + sum(e.cls_prev) * window_weight(now, window)) / window
+
+
+class Config:
+    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "seed")
+
+    def __init__(self, window: float, rate_threshold: float,
+                 concurrent_threshold: int, seed: int) -> None:
+        self.window = window
+        self.rate_threshold = rate_threshold
+        self.concurrent_threshold = concurrent_threshold
+        self.seed = seed
+
+
+class Shard:
+    """One lock and the table it guards."""
+
+    def __init__(self, capacity: int, rng: int) -> None:
+        self.lock = threading.Lock()
+        # --- everything below is guarded by lock ---
+        self.entries: list[Entry] = []       # dense, swap-removed on eviction
+        self.index: dict[tuple[int, int], int] = {}
+        self.capacity = capacity
+        self.rng = rng
+        self.active_connections = 0
+        self.active_sources = 0
+        self.flagged_sources = 0
+        self.evictions = 0
+        self.overflows = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.entries)
+
+    def next_random(self) -> int:
+        x = self.rng
+        x ^= x >> 12
+        x ^= (x << 25) & _M64
+        x ^= x >> 27
+        self.rng = x
+        return (x * 0x2545F4914F6CDD1D) & _M64
+
+    def find(self, hi: int, lo: int) -> int:
+        return self.index.get((hi, lo), -1)
+
+    def remove(self, pos: int) -> None:
+        e = self.entries[pos]
+        del self.index[(e.key_hi, e.key_lo)]
+        last = self.entries.pop()
+        if pos != len(self.entries):
+            self.entries[pos] = last
+            self.index[(last.key_hi, last.key_lo)] = pos
+
+    def evict_one(self) -> bool:
+        """Evict the idlest of a few sampled sources with no active connection."""
+        n = len(self.entries)
+        if n == 0 or self.active_sources >= n:
+            return False
+        best = -1
+        for _ in range(EVICTION_SAMPLES):
+            i = self.next_random() % n
+            e = self.entries[i]
+            if e.active == 0 and (best < 0 or e.last_seen < self.entries[best].last_seen):
+                best = i
+        if best < 0:
+            i = self.next_random() % n
+            while self.entries[i].active != 0:
+                i = (i + 1) % n
+            best = i
+        if self.entries[best].patterns:
+            self.flagged_sources -= 1
+        self.remove(best)
+        self.evictions += 1
+        return True
+
+    def accept(self, hi: int, lo: int, d: tuple[int, int, int], now: float,
+               cfg: Config) -> int:
+        """Count one accepted connection; 1 tracked, 0 refused."""
+        pos = self.find(hi, lo)
+        if pos < 0:
+            if len(self.entries) >= self.capacity and not self.evict_one():
+                self.overflows += 1
+                return 0
+            e = Entry(hi, lo, now)
+            self.index[(hi, lo)] = len(self.entries)
+            self.entries.append(e)
+        else:
+            e = self.entries[pos]
+            if now < e.last_seen:
+                now = e.last_seen
+            roll(e, now, cfg.window)
+            e.last_seen = now
+        before = e.patterns
+        e.active += 1
+        if e.active == 1:
+            self.active_sources += 1
+        self.active_connections += 1
+        e.total += 1
+        cls, host_bit, port_bit = d
+        if e.cls_cur[cls] < _COUNT_MAX:
+            e.cls_cur[cls] += 1
+        e.hosts_cur |= host_bit
+        e.ports_cur |= port_bit
+        if e.active >= cfg.concurrent_threshold:
+            e.patterns |= _FLOOD
+        self.update_rate_flag(e, now, cfg)
+        if (before == 0) != (e.patterns == 0):
+            self.flagged_sources += 1 if before == 0 else -1
+        return 1
+
+    def close(self, hi: int, lo: int, now: float, cfg: Config) -> bool:
+        """Count one closed connection; an unknown or idle source is a no-op."""
+        pos = self.find(hi, lo)
+        if pos < 0:
+            return False
+        e = self.entries[pos]
+        if e.active == 0:
+            return False
+        if now < e.last_seen:
+            now = e.last_seen
+        roll(e, now, cfg.window)
+        e.last_seen = now
+        before = e.patterns
+        e.active -= 1
+        self.active_connections -= 1
+        if e.active == 0:
+            self.active_sources -= 1
+            e.patterns &= ~_FLOOD
+        self.update_rate_flag(e, now, cfg)
+        if (before == 0) != (e.patterns == 0):
+            self.flagged_sources += 1 if before == 0 else -1
+        return True
+
+    @staticmethod
+    def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
+        if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+            e.patterns |= _RATE
+        else:
+            e.patterns &= ~_RATE
+
+
+def _prefix_mask(bits: int) -> int:
+    """Mask of the top ``bits`` bits of a 64-bit word (clamped to 0..64)."""
+    if bits <= 0:
+        return 0
+    if bits >= 64:
+        return _M64
+    return _M64 & ~((1 << (64 - bits)) - 1)
+
+
+def _raw(e: Entry, now: float, window: float) -> tuple[Any, ...]:
+    """Pack a copied entry, advanced to ``now``, for the Python side."""
+    if now < e.last_seen:
+        now = e.last_seen
+    roll(e, now, window)
+    return (e.key_hi, e.key_lo, e.active, e.total, e.first_seen, e.last_seen,
+            e.patterns, now, tuple(e.cls_cur), tuple(e.cls_prev),
+            e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
+
+
+def _as_seconds(now: object) -> float:
+    if isinstance(now, (str, bytes, bytearray)):
+        raise TypeError(f"must be real number, not {type(now).__name__}")
+    return float(now)  # type: ignore[arg-type]
+
+
+class SourceTable:
+    """Per-source connection counts in sharded, bounded hash tables.
+
+    The public face is connguard.Tracker, which validates arguments and
+    turns the raw tuples returned here into SourceStats.
+    """
+
+    _shards: Optional[tuple[Shard, ...]] = None
+
+    def __init__(self, *, capacity: int, shards: int, window: float,
+                 concurrent_threshold: int, rate_threshold: float,
+                 ipv4_prefix: int, ipv6_prefix: int, deny: bool,
+                 port_classes: bytes, clock: Optional[Callable[[], float]],
+                 seed: int) -> None:
+        if self._shards is not None:
+            raise RuntimeError("SourceTable is already initialised")
+        if shards == 0 or shards & (shards - 1) or capacity < shards:
+            raise ValueError("shards must be a power of two no larger than capacity")
+        if len(port_classes) != 65536 or max(port_classes) >= MAX_CLASSES:
+            raise ValueError("port_classes must map all 65536 ports to a class id")
+        self._port_class = bytes(port_classes)
+        self._cfg = Config(float(window), float(rate_threshold),
+                           int(concurrent_threshold), seed & _M64)
+        self._mask_v4 = 0 if ipv4_prefix == 0 else (0xFFFFFFFF << (32 - ipv4_prefix)) & 0xFFFFFFFF
+        self._mask_hi = _prefix_mask(ipv6_prefix)
+        self._mask_lo = _prefix_mask(ipv6_prefix - 64)
+        self._deny = bool(deny)
+        self._clock = clock
+        self._shards = tuple(
+            Shard(capacity // shards + (1 if i < capacity % shards else 0),
+                  fmix64((seed + i + 1) & _M64) | 1)
+            for i in range(shards))
+        self._shard_mask = shards - 1
+
+    def _now(self, now: object) -> float:
+        if now is None:
+            if self._clock is None:
+                return time.monotonic()
+            now = self._clock()
+        t = _as_seconds(now)
+        if not math.isfinite(t):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        return t
+
+    def _key(self, source: str) -> tuple[int, int, int]:
+        family, hi, lo = source_key(source)
+        if family == 4:
+            return family, 0, _V4_TAG | (lo & self._mask_v4)
+        return family, hi & self._mask_hi, lo & self._mask_lo
+
+    def _shard(self, h: int) -> Shard:
+        assert self._shards is not None
+        return self._shards[h & self._shard_mask]
+
+    def accept(self, source: str, destination: Optional[str] = "",
+               now: Optional[float] = None) -> bool:
+        """Count an accepted connection; False only when overflow="deny" refuses it."""
+        _check_str(source, "source")
+        _, hi, lo = self._key(source)
+        d = classify(destination, self._port_class)
+        t = self._now(now)
+        s = self._shard(key_hash(hi, lo, self._cfg.seed))
+        with s.lock:
+            result = s.accept(hi, lo, d, t, self._cfg)
+        return result != 0 or not self._deny
+
+    def close(self, source: str, now: Optional[float] = None) -> bool:
+        """Count a closed connection; return False when there was none to close."""
+        _check_str(source, "source")
+        _, hi, lo = self._key(source)
+        t = self._now(now)
+        s = self._shard(key_hash(hi, lo, self._cfg.seed))
+        with s.lock:
+            return s.close(hi, lo, t, self._cfg)
+
+    def source_key(self, source: str) -> tuple[int, int, int]:
+        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
+        _check_str(source, "source")
+        return self._key(source)
+
+    def stats_raw(self, hi: int, lo: int, now: Optional[float] = None) -> Optional[tuple[Any, ...]]:
+        """Return one source's raw counters, windows advanced to ``now``, or None."""
+        t = self._now(now)
+        s = self._shard(key_hash(hi, lo, self._cfg.seed))
+        with s.lock:
+            pos = s.find(hi, lo)
+            e = s.entries[pos].copy() if pos >= 0 else None
+        if e is None:
+            return None
+        return _raw(e, t, self._cfg.window)
+
+    def top_raw(self, n: int, by: int, now: Optional[float] = None) -> list[tuple[Any, ...]]:
+        """Return the raw counters of the n highest-ranked sources."""
+        t = self._now(now)
+        window = self._cfg.window
+        ranked: list[tuple[float, int, int]] = []
+        assert self._shards is not None
+        for s in self._shards:
+            with s.lock:
+                for e in s.entries:
+                    if by == 0:
+                        score = float(e.active)
+                    elif by == 1:
+                        score = float(e.total)
+                    else:
+                        c = e.copy()
+                        at = t if t > c.last_seen else c.last_seen
+                        roll(c, at, window)
+                        score = accept_rate(c, at, window)
+                    ranked.append((-score, e.key_hi, e.key_lo))
+        ranked.sort()
+        result = []
+        for _, hi, lo in ranked[:max(n, 0)]:
+            raw = self.stats_raw(hi, lo, t)
+            if raw is not None:
+                result.append(raw)
+        return result
+
+    def counters(self) -> tuple[int, int, int, int, int, int]:
+        """Return (active_connections, active_sources, tracked_sources,
+        flagged_sources, evictions, overflows), summed over the shards."""
+        sums = [0] * 6
+        assert self._shards is not None
+        for s in self._shards:
+            with s.lock:
+                for i, v in enumerate((s.active_connections, s.active_sources, len(s.entries),
+                                       s.flagged_sources, s.evictions, s.overflows)):
+                    sums[i] += v
+        return tuple(sums)  # type: ignore[return-value]
+
+    def memory_bytes(self) -> int:
+        """Return the bytes held by the tables (entries, lists and indexes)."""
+        total = sys.getsizeof(self._port_class)
+        assert self._shards is not None
+        for s in self._shards:
+            total += sys.getsizeof(s.entries) + sys.getsizeof(s.index)
+            for e in s.entries:
+                total += (sys.getsizeof(e) + sys.getsizeof(e.cls_cur) + sys.getsizeof(e.cls_prev)
+                          + 2 * sys.getsizeof((e.key_hi, e.key_lo)))
+        return total
+
+    @property
+    def capacity(self) -> int:
+        """The hard bound on tracked sources."""
+        assert self._shards is not None
+        return sum(s.capacity for s in self._shards)
+
+    @property
+    def shards(self) -> int:
+        assert self._shards is not None
+        return len(self._shards)

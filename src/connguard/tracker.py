@@ -1,0 +1,248 @@
+"""Tracker: validated configuration over the core's source table, and SourceStats."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import Any, Optional
+
+from . import _core
+
+__all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
+
+#: Destination classes by port; a port in none of them is "other".
+DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = {
+    "smtp": (25, 465, 587, 2525),
+    "https": (443, 8443),
+    "http": (80, 8080, 8000),
+    "dns": (53,),
+    "dot": (853,),
+}
+
+#: Every pattern name a source can be flagged with, in bit order.
+PATTERNS: tuple[str, ...] = tuple(_core.core.PATTERN_BITS)
+
+_OVERFLOW = ("permissive", "deny")
+_SKETCH_SATURATED = _core.core.SKETCH_BITS * math.log(_core.core.SKETCH_BITS)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """One source's counters at one moment; windowed values cover ``window`` seconds."""
+
+    key: str                      # the netblock: "203.0.113.7", "2001:db8:0:1::/64"
+    active: int                   # connections open now
+    total: int                    # accepts since the source was first tracked
+    rate: float                   # accepts per second over the window
+    by_class: dict[str, int]      # accepts per destination class over the window
+    distinct_destinations: int    # estimated distinct destination hosts over the window
+    distinct_ports: int           # estimated distinct destination ports over the window
+    first_seen: float
+    last_seen: float
+    flagged: bool                 # True when any pattern is raised
+    patterns: frozenset[str]
+
+
+def _linear_count(bits: int) -> float:
+    """Estimate how many distinct items set ``bits`` in a 64-bit sketch."""
+    m = _core.core.SKETCH_BITS
+    zeros = m - bin(bits).count("1")
+    return _SKETCH_SATURATED if zeros == 0 else -m * math.log(zeros / m)
+
+
+def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
+    """Distinct items this bucket plus the share of last bucket's new ones still in the window."""
+    in_cur = _linear_count(cur)
+    only_prev = max(0.0, _linear_count(cur | prev) - in_cur)
+    return int(in_cur + only_prev * weight + 0.5)
+
+
+def _key_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        address: Any = ipaddress.IPv4Address(lo & 0xFFFFFFFF)
+        return str(address) if ipv4_prefix == 32 else f"{address}/{ipv4_prefix}"
+    address = ipaddress.IPv6Address((hi << 64) | lo)
+    return str(address) if ipv6_prefix == 128 else f"{address}/{ipv6_prefix}"
+
+
+def _int_arg(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds_arg(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return float(value)
+
+
+def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, ...], bytes]:
+    """Return the class names (index 0 is "other") and the 65,536-entry port table."""
+    if not isinstance(port_classes, Mapping):
+        raise TypeError("port_classes must be a mapping of class name to ports")
+    limit = _core.core.MAX_CLASSES - 1
+    if len(port_classes) > limit:
+        raise ValueError(f"port_classes may name at most {limit} classes, got {len(port_classes)}")
+    names = ["other"]
+    table = bytearray(65536)
+    owner: dict[int, str] = {}
+    for name, ports in port_classes.items():
+        if not isinstance(name, str) or not name or name == "other":
+            raise ValueError(f"port class names must be non-empty str other than 'other', got {name!r}")
+        if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
+            raise TypeError(f"ports of class {name!r} must be an iterable of int")
+        names.append(name)
+        for port in ports:
+            _int_arg(f"port of class {name!r}", port, 0, 65535)
+            if owner.get(port, name) != name:
+                raise ValueError(f"port {port} is in two classes: {owner[port]!r} and {name!r}")
+            owner[port] = name
+            table[port] = len(names) - 1
+    return tuple(names), bytes(table)
+
+
+class _TrackerAPI:
+    """Everything Tracker adds to a core's SourceTable; shared by both cores."""
+
+    def __init__(
+        self,
+        *,
+        ipv4_prefix: int = 32,
+        ipv6_prefix: int = 64,
+        capacity: int = 1_000_000,
+        window: float = 60.0,
+        concurrent_threshold: int = 256,
+        rate_threshold: Optional[float] = None,
+        overflow: str = "permissive",
+        port_classes: Optional[Mapping[str, Iterable[int]]] = None,
+        clock: Optional[Callable[[], float]] = None,
+        shards: int = 64,
+        seed: Optional[int] = None,
+    ) -> None:
+        self._ipv4_prefix = _int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
+        self._ipv6_prefix = _int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        capacity = _int_arg("capacity", capacity, 1, 2**32)
+        self._window = _seconds_arg("window", window)
+        threshold = _int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
+        rate = math.inf if rate_threshold is None else _seconds_arg("rate_threshold", rate_threshold)
+        if overflow not in _OVERFLOW:
+            raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
+        self._class_names, table = _port_table(
+            DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        shards = _int_arg("shards", shards, 1, 256)
+        if shards & (shards - 1):
+            raise ValueError(f"shards must be a power of two, got {shards}")
+        while shards > capacity:  # every shard needs room for at least one source
+            shards //= 2
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        super().__init__(  # type: ignore[call-arg]
+            capacity=capacity, shards=shards, window=self._window,
+            concurrent_threshold=threshold, rate_threshold=rate,
+            ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
+            deny=overflow == "deny", port_classes=table, clock=clock,
+            seed=_int_arg("seed", seed, 0, 2**64 - 1))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Destination class names; "other" first."""
+        return self._class_names
+
+    def stats(self, source: str, now: Optional[float] = None) -> Optional[SourceStats]:
+        """Return a snapshot of one source's netblock, or None when it is not tracked."""
+        _, hi, lo = self.source_key(source)  # type: ignore[attr-defined]
+        raw = self.stats_raw(hi, lo, now)  # type: ignore[attr-defined]
+        return None if raw is None else self._to_stats(raw)
+
+    def top(self, n: int = 10, by: str = "active", now: Optional[float] = None) -> list[SourceStats]:
+        """Return the n sources ranked highest by "active", "total" or "rate"."""
+        n = _int_arg("n", n, 0, 2**62)
+        code = _core.core.TOP_BY.get(by)
+        if code is None:
+            raise ValueError(f"by must be 'active', 'total' or 'rate', got {by!r}")
+        return [self._to_stats(raw) for raw in self.top_raw(n, code, now)]  # type: ignore[attr-defined]
+
+    def _to_stats(self, raw: tuple[Any, ...]) -> SourceStats:
+        (hi, lo, active, total, first_seen, last_seen, patterns, now,
+         cls_cur, cls_prev, hosts_cur, hosts_prev, ports_cur, ports_prev) = raw
+        window = self._window
+        weight = 1.0 - (now / window - math.floor(now / window))
+        names = frozenset(name for name, bit in _core.core.PATTERN_BITS.items() if patterns & bit)
+        return SourceStats(
+            key=_key_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix),
+            active=active,
+            total=total,
+            rate=(sum(cls_cur) + sum(cls_prev) * weight) / window,
+            by_class={name: int(cls_cur[i] + cls_prev[i] * weight + 0.5)
+                      for i, name in enumerate(self._class_names)},
+            distinct_destinations=_windowed_distinct(hosts_cur, hosts_prev, weight),
+            distinct_ports=_windowed_distinct(ports_cur, ports_prev, weight),
+            first_seen=first_seen,
+            last_seen=last_seen,
+            flagged=bool(names),
+            patterns=names,
+        )
+
+    @property
+    def active_connections(self) -> int:
+        """Connections accepted and not yet closed, over tracked sources."""
+        return int(self.counters()[0])  # type: ignore[attr-defined]
+
+    @property
+    def active_sources(self) -> int:
+        """Tracked sources with at least one active connection."""
+        return int(self.counters()[1])  # type: ignore[attr-defined]
+
+    @property
+    def tracked_sources(self) -> int:
+        """Sources in the table (never more than capacity)."""
+        return int(self.counters()[2])  # type: ignore[attr-defined]
+
+    @property
+    def flagged_sources(self) -> int:
+        """Tracked sources with at least one pattern raised."""
+        return int(self.counters()[3])  # type: ignore[attr-defined]
+
+    @property
+    def evictions(self) -> int:
+        """Idle sources dropped to make room for new ones."""
+        return int(self.counters()[4])  # type: ignore[attr-defined]
+
+    @property
+    def overflows(self) -> int:
+        """Accepts from new sources that found the table full of busy sources."""
+        return int(self.counters()[5])  # type: ignore[attr-defined]
+
+
+class Tracker(_TrackerAPI, _core.core.SourceTable):  # type: ignore[misc,name-defined]
+    """Count connections per source netblock and flag abuse patterns.
+
+    ``accept(source, destination="", now=None) -> bool`` and
+    ``close(source, now=None) -> bool`` are the hot path, straight into the
+    core: one address parse, one shard lock, no Python object created for a
+    source already tracked. ``concurrent_threshold`` defaults to 256: ngit
+    flags at 10, right for a WebSocket relay, but ordinary busy clients
+    behind a proxy hold 100+ concurrent flows.
+    """
+
+
+@cache
+def tracker_class(core: ModuleType) -> type[Tracker]:
+    """Return the Tracker class built on ``core`` (_core_c or _core_py)."""
+    if core is _core.core:
+        return Tracker
+    cls = type("Tracker", (_TrackerAPI, core.SourceTable), {
+        "__doc__": Tracker.__doc__, "__module__": __name__, "__qualname__": "Tracker"})
+    return cls  # type: ignore[return-value]

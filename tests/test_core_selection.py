@@ -1,0 +1,55 @@
+"""Which core runs, and that both cores offer the same names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import connguard
+from connguard import _core_py
+
+from .conftest import compiled_expected
+
+
+def test_compiled_core_loaded_when_expected(pytestconfig: pytest.Config) -> None:
+    if not compiled_expected(pytestconfig):
+        pytest.skip("the pure core was asked for")
+    assert connguard.COMPILED, "the compiled core did not load: connguard runs pure Python"
+    assert connguard.Tracker.__mro__[2].__module__ == "connguard._core_c"
+
+
+def test_no_extensions_env_selects_pure_core() -> None:
+    env = dict(os.environ, CONNGUARD_NO_EXTENSIONS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", "import connguard; print(connguard.COMPILED, connguard.Tracker.__mro__[2].__module__)"],
+        env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "connguard._core_py"]
+
+
+def public_names(module: object) -> set[str]:
+    return {n for n in vars(module) if not n.startswith("_")}
+
+
+def test_cores_mirror_each_other_name_for_name(pytestconfig: pytest.Config) -> None:
+    if not compiled_expected(pytestconfig):
+        pytest.skip("the compiled core was not built")
+    from connguard import _core_c
+
+    compiled = public_names(_core_c)
+    assert {"SourceTable", "Shard", "parse_source", "PATTERN_BITS"} <= compiled
+    assert compiled <= public_names(_core_py)   # the twin's extras are its cdef helpers
+    for name in compiled - {"SourceTable", "Shard", "parse_source"}:
+        assert getattr(_core_c, name) == getattr(_core_py, name), name
+    methods = {n for n in dir(_core_c.SourceTable) if not n.startswith("_")}
+    assert methods == {n for n in dir(_core_py.SourceTable) if not n.startswith("_")}
+
+
+def test_public_api_names() -> None:
+    assert isinstance(connguard.__version__, str)
+    for name in connguard.__all__:
+        assert hasattr(connguard, name)
+    assert connguard.PATTERNS == ("conn_flood", "conn_rate", "spam_relay", "port_scan",
+                                  "credential_stuffing", "dns_tunnel")

@@ -1,0 +1,146 @@
+"""Random operation sequences give the same observables on both cores."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connguard import _core_py
+from connguard.tracker import tracker_class
+
+from .conftest import compiled_expected
+
+SOURCES = ["192.0.2.1", "192.0.2.2", "192.0.2.1:5000", "::ffff:192.0.2.3", "2001:db8::1",
+           "2001:db8::2", "[2001:db8:0:1::9]:443", "fe80::1%eth0", "198.51.100.7",
+           "203.0.113.200", "10.0.0.1", "10.0.0.2"]
+# Enough distinct netblocks (also under /24 and /48) to keep small tables evicting.
+SOURCES += [f"10.{i}.{i}.1" for i in range(24)] + [f"2001:db8:{i:x}::1" for i in range(12)]
+DESTINATIONS = ["", "mx.example:25", "a:443", "b:443", "[2001:db8::53]:853", "c:53", "d:22",
+                "e:8080", "bare-host", "broken:99999", "x:1", "x:2", "x:3"]
+
+operation = st.tuples(
+    st.sampled_from(["accept", "close", "stats", "top"]),
+    st.integers(0, len(SOURCES) - 1),
+    st.integers(0, len(DESTINATIONS) - 1),
+    st.floats(-1.0, 7.0, allow_nan=False),
+)
+configs = st.fixed_dictionaries({
+    "capacity": st.sampled_from([1, 2, 3, 5, 8, 1000]),
+    "shards": st.sampled_from([1, 2, 4]),
+    "window": st.sampled_from([1.0, 2.5, 10.0]),
+    "concurrent_threshold": st.integers(1, 4),
+    "rate_threshold": st.sampled_from([None, 0.5, 2.0]),
+    "overflow": st.sampled_from(["permissive", "deny"]),
+    "ipv4_prefix": st.sampled_from([32, 24]),
+    "ipv6_prefix": st.sampled_from([64, 128, 48]),
+    "seed": st.integers(0, 2**64 - 1),
+})
+
+
+@pytest.fixture(scope="module")
+def both(pytestconfig: pytest.Config) -> tuple[type, type]:
+    if not compiled_expected(pytestconfig):
+        pytest.skip("the compiled core was not built")
+    from connguard import _core_c
+
+    return tracker_class(_core_c), tracker_class(_core_py)
+
+
+def observe(t: Any, now: float) -> Any:
+    return (t.counters(),
+            [t.stats(s, now=now) for s in SOURCES],
+            t.top(100, by="active", now=now), t.top(100, by="total", now=now),
+            t.top(100, by="rate", now=now))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, ops=st.lists(operation, max_size=120))
+def test_random_operations_agree(both: tuple[type, type], config: dict[str, Any],
+                                 ops: list[tuple[str, int, int, float]]) -> None:
+    compiled, pure = (cls(clock=lambda: 0.0, **config) for cls in both)
+    now = 100.0
+    for name, si, di, dt in ops:
+        now += dt                                   # dt < 0: replayed logs go backwards
+        source = SOURCES[si]
+        if name == "accept":
+            results = [t.accept(source, DESTINATIONS[di], now=now) for t in (compiled, pure)]
+        elif name == "close":
+            results = [t.close(source, now=now) for t in (compiled, pure)]
+        elif name == "stats":
+            results = [t.stats(source, now=now) for t in (compiled, pure)]
+        else:
+            results = [t.top(3, by="rate", now=now) for t in (compiled, pure)]
+        assert results[0] == results[1], (name, source)
+    assert observe(compiled, now) == observe(pure, now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, len(SOURCES) - 1)), max_size=200))
+def test_active_counts_match_a_reference_model(both: tuple[type, type],
+                                               ops: list[tuple[bool, int]]) -> None:
+    trackers = [cls(clock=lambda: 0.0, seed=1) for cls in both]
+    key_of = {s: trackers[0].source_key(s) for s in SOURCES}
+    model: Counter[Any] = Counter()
+    for is_accept, si in ops:
+        key = key_of[SOURCES[si]]
+        for t in trackers:
+            if is_accept:
+                t.accept(SOURCES[si], now=1.0)
+            else:
+                t.close(SOURCES[si], now=1.0)
+        if is_accept:
+            model[key] += 1
+        elif model[key] > 0:
+            model[key] -= 1
+    for t in trackers:
+        assert t.active_connections == sum(model.values())
+        assert t.active_sources == sum(1 for v in model.values() if v)
+        for s in SOURCES:
+            stats = t.stats(s)
+            assert (stats.active if stats else 0) == model[key_of[s]]
+
+
+@given(st.text(max_size=50))
+def test_parsers_agree_on_any_text(both: tuple[type, type], text: str) -> None:
+    from connguard import _core_c
+
+    outcomes = []
+    for core in (_core_c, _core_py):
+        try:
+            outcomes.append(core.parse_source(text))
+        except ValueError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789abcdef:.[]%"), max_size=45))
+def test_parsers_agree_on_address_like_text(both: tuple[type, type], text: str) -> None:
+    test_parsers_agree_on_any_text.hypothesis.inner_test(both, text)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_random_workload_agrees(both: tuple[type, type], seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    pool = SOURCES + [f"172.16.{i}.{i % 7}" for i in range(200)]
+    config = {"capacity": rng.choice([16, 50, 64]), "shards": rng.choice([1, 4]),
+              "window": 5.0, "rate_threshold": 1.5, "concurrent_threshold": 3, "seed": seed}
+    compiled, pure = (cls(clock=lambda: 0.0, **config) for cls in both)
+    now = 0.0
+    for _ in range(20_000):
+        now += rng.random() * 0.3
+        source = rng.choice(pool)
+        draw = rng.random()
+        if draw < 0.7:                            # most connections close again soon
+            destination = rng.choice(DESTINATIONS)
+            assert compiled.accept(source, destination, now=now) == pure.accept(source, destination, now=now)
+        if draw < 0.6 or draw >= 0.7:
+            assert compiled.close(source, now=now + 0.1) == pure.close(source, now=now + 0.1)
+    assert compiled.evictions > 1_000        # the sampler's choices matter here
+    assert observe(compiled, now) == observe(pure, now)
+    assert [compiled.stats(s, now=now) for s in pool] == [pure.stats(s, now=now) for s in pool]
