@@ -144,3 +144,23 @@ def test_long_random_workload_agrees(both: tuple[type, type], seed: int) -> None
     assert compiled.evictions > 1_000        # the sampler's choices matter here
     assert observe(compiled, now) == observe(pure, now)
     assert [compiled.stats(s, now=now) for s in pool] == [pure.stats(s, now=now) for s in pool]
+
+
+destination_text = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.sampled_from("aZ.é例:[]%0123456789"), max_size=30),
+    st.builds(lambda h, p: f"{h}:{p}", st.text(max_size=20), st.integers(-5, 70_000)),
+    st.builds(lambda h, p: f"[{h}]:{p}", st.text(max_size=20), st.integers(0, 65_535)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(destination_text, min_size=1, max_size=12))
+def test_destination_classification_agrees(both: tuple[type, type], destinations: list[str]) -> None:
+    trackers = [cls(clock=lambda: 0.0, seed=3) for cls in both]
+    for t in trackers:
+        for i, destination in enumerate(destinations):
+            t.accept(f"192.0.2.{i}", destination, now=1.0)   # one sketch bit each
+            t.accept("198.51.100.1", destination, now=1.0)   # all in one sketch
+    assert [t.top(20, by="total", now=1.0) for t in trackers][0] == \
+        [t.top(20, by="total", now=1.0) for t in trackers][1]

@@ -20,9 +20,9 @@ Locking (uvloop style, next to the data it guards):
 cimport cython
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport floor, isfinite, log
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
 cdef extern from *:
     """
@@ -31,6 +31,17 @@ cdef extern from *:
     #else
     #define CG_SHARD_LOCKS 0
     #endif
+
+    /* Little-endian 64-bit load from any address. memcpy is how C spells an
+       unaligned, alias-safe load; compilers turn it into one instruction. */
+    static inline uint64_t cg_load_le64(const unsigned char *p) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+    #endif
+        return w;
+    }
 
     /* The same clock as time.monotonic(), read without making a float. */
     static inline double cg_monotonic(void) {
@@ -45,8 +56,10 @@ cdef extern from *:
     """
     const bint CG_SHARD_LOCKS
     double cg_monotonic() noexcept nogil
+    uint64_t cg_load_le64(const uint8_t* p) noexcept nogil
 
 cdef extern from "Python.h":
+    enum: PyUnicode_1BYTE_KIND
     bint PyUnicode_Check(object) noexcept
     bint PyUnicode_IS_ASCII(object) noexcept
     void* PyUnicode_DATA(object) noexcept
@@ -76,7 +89,6 @@ cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef uint64_t _V4_TAG = 0x0000FFFF00000000ULL   # IPv4 keys live in ::ffff:0:0/96
 cdef uint64_t _PORT_SALT = 0x5BD1E9955BD1E995ULL
 cdef uint64_t _FNV_OFFSET = 0xCBF29CE484222325ULL
-cdef uint64_t _FNV_PRIME = 0x100000001B3ULL
 
 
 cdef inline uint64_t fmix64(uint64_t h) noexcept nogil:
@@ -101,18 +113,28 @@ cdef inline bint _is_digit(uint8_t c) noexcept nogil:
     return 48 <= c <= 57
 
 
-cdef inline int _hex_value(uint8_t c) noexcept nogil:
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
+cdef int8_t _HEX_VALUE[256]     # -1 except at 0-9, a-f, A-F; filled at import
 
 
-cdef int parse_ipv4(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
-    """Dotted quad, strictly: four decimal octets, no leading zeros."""
+cdef void _fill_hex_table() noexcept:
+    cdef int c
+    for c in range(256):
+        _HEX_VALUE[c] = -1
+    for c in range(10):
+        _HEX_VALUE[48 + c] = <int8_t>c
+    for c in range(6):
+        _HEX_VALUE[97 + c] = <int8_t>(10 + c)
+        _HEX_VALUE[65 + c] = <int8_t>(10 + c)
+
+
+_fill_hex_table()
+
+
+cdef Py_ssize_t parse_ipv4_head(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
+    """Parse a dotted quad at the start of p; return its length, or 0 if there is none.
+
+    Strict: four decimal octets, no leading zeros.
+    """
     cdef Py_ssize_t i = 0, start
     cdef uint32_t acc = 0, octet
     cdef int part
@@ -131,10 +153,13 @@ cdef int parse_ipv4(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogi
             if i >= n or p[i] != 46:            # '.'
                 return 0
             i += 1
-    if i != n:
-        return 0
     out[0] = acc
-    return 1
+    return i
+
+
+cdef inline int parse_ipv4(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
+    """Parse exactly one dotted quad."""
+    return n > 0 and parse_ipv4_head(p, n, out) == n
 
 
 cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) noexcept nogil:
@@ -157,7 +182,7 @@ cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) 
         value = 0
         digits = 0
         while i < n and digits < 5:
-            v = _hex_value(p[i])
+            v = _HEX_VALUE[p[i]]
             if v < 0:
                 break
             value = (value << 4) | <uint32_t>v
@@ -241,60 +266,35 @@ cdef int parse_source_bytes(const uint8_t* p, Py_ssize_t n, uint64_t* hi,
     IPv4 comes back as its ::ffff:a.b.c.d form, so IPv4-mapped IPv6 folds to
     the same key for free.
     """
-    cdef Py_ssize_t i, close_at = -1, zone_at = -1, first_colon = -1, colons = 0
-    cdef Py_ssize_t addr_end
+    cdef Py_ssize_t end, addr_start = 0, addr_end = n, zone_at
+    cdef const uint8_t* found
     cdef uint32_t v4
     if n == 0:
         return 0
-    if p[0] == 91:                               # '[v6]' or '[v6]:port'
-        for i in range(1, n):
-            if p[i] == 93:
-                close_at = i
-                break
-        if close_at < 0:
-            return 0
-        if close_at + 1 < n and not (p[close_at + 1] == 58
-                                     and _valid_port(p + close_at + 2, n - close_at - 2)):
-            return 0
-        addr_end = close_at
-        for i in range(1, close_at):
-            if p[i] == 37:
-                zone_at = i
-                break
-        if zone_at >= 0:
-            if not _valid_zone(p + zone_at + 1, close_at - zone_at - 1):
-                return 0
-            addr_end = zone_at
-        if not parse_ipv6(p + 1, addr_end - 1, hi, lo):
-            return 0
-    else:
-        for i in range(n):
-            if p[i] == 58:
-                colons += 1
-                if first_colon < 0:
-                    first_colon = i
-            elif p[i] == 37:
-                zone_at = i
-                break
-        if colons == 0:
-            if zone_at >= 0 or not parse_ipv4(p, n, &v4):
-                return 0
+    if _is_digit(p[0]):                          # "a.b.c.d" or "a.b.c.d:port"
+        end = parse_ipv4_head(p, n, &v4)
+        if end == n or (end > 0 and p[end] == 58 and _valid_port(p + end + 1, n - end - 1)):
             hi[0] = 0
             lo[0] = _V4_TAG | v4
-        elif colons == 1 and zone_at < 0:        # a.b.c.d:port
-            if (not _valid_port(p + first_colon + 1, n - first_colon - 1)
-                    or not parse_ipv4(p, first_colon, &v4)):
-                return 0
-            hi[0] = 0
-            lo[0] = _V4_TAG | v4
-        else:
-            addr_end = n
-            if zone_at >= 0:
-                if not _valid_zone(p + zone_at + 1, n - zone_at - 1):
-                    return 0
-                addr_end = zone_at
-            if not parse_ipv6(p, addr_end, hi, lo):
-                return 0
+            return 4
+        # Not IPv4, but IPv6 may start with a digit too: go on.
+    if p[0] == 91:                               # "[v6]" or "[v6]:port"
+        found = <const uint8_t*>memchr(p, 93, n)
+        if found == NULL:
+            return 0
+        addr_start, addr_end = 1, found - p
+        if addr_end + 1 < n and not (p[addr_end + 1] == 58
+                                     and _valid_port(p + addr_end + 2, n - addr_end - 2)):
+            return 0
+    found = <const uint8_t*>memchr(p + addr_start, 37, addr_end - addr_start)   # "%zone"
+    if found != NULL:
+        zone_at = found - p
+        if not _valid_zone(found + 1, addr_end - zone_at - 1):
+            return 0
+        addr_end = zone_at
+    # parse_ipv6 rejects everything else, including text with under two colons.
+    if not parse_ipv6(p + addr_start, addr_end - addr_start, hi, lo):
+        return 0
     if hi[0] == 0 and (lo[0] >> 32) == 0xFFFF:
         return 4
     return 6
@@ -363,44 +363,92 @@ cdef int _port_in(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexce
     return port if port <= 65535 else -1
 
 
+cdef inline uint64_t _mix_word(uint64_t h, uint64_t word) noexcept nogil:
+    h = (h ^ word) * _GOLDEN
+    return h ^ (h >> 32)
+
+
+cdef inline uint64_t _ascii_lower8(uint64_t w) noexcept nogil:
+    """Lower-case the ASCII letters among 8 packed bytes; leave other bytes alone.
+
+    Per byte: with the top bit cleared, adding 0x3F sets it when the byte is
+    >= 'A' and adding 0x25 sets it when the byte is > 'Z'; no carry crosses a
+    byte because every addend stays below 0x80 + 0x80.
+    """
+    cdef uint64_t low7 = w & 0x7F7F7F7F7F7F7F7FULL
+    cdef uint64_t upper = ((low7 + 0x3F3F3F3F3F3F3F3FULL) ^ (low7 + 0x2525252525252525ULL)) \
+        & ~w & 0x8080808080808080ULL
+    return w | (upper >> 2)
+
+
 cdef uint64_t _host_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
-    """FNV-1a over code points, ASCII case folded (hosts are case-insensitive)."""
-    cdef uint64_t h = _FNV_OFFSET
+    """Hash host text, ASCII case folded (hosts are case-insensitive).
+
+    Text stored one byte per character is read 8 bytes per step; wider text
+    one code point per step. The host and its destination always share a
+    storage kind (the rest of a destination is ASCII), so _core_py can choose
+    the same way from the host alone.
+    """
+    cdef uint64_t h = _FNV_OFFSET ^ <uint64_t>(end - start)
+    cdef const uint8_t* p
+    cdef uint8_t tail[8]
     cdef Py_ssize_t i
     cdef uint32_t c
+    if kind == PyUnicode_1BYTE_KIND:
+        p = <const uint8_t*>data + start
+        i = end - start
+        while i >= 8:
+            h = _mix_word(h, _ascii_lower8(cg_load_le64(p)))
+            p += 8
+            i -= 8
+        if i:
+            memset(tail, 0, 8)
+            memcpy(tail, p, i)
+            h = _mix_word(h, _ascii_lower8(cg_load_le64(tail)))
+        return h
     for i in range(start, end):
         c = PyUnicode_READ(kind, data, i)
         if 65 <= c <= 90:
             c += 32
-        h = (h ^ c) * _FNV_PRIME
+        h = _mix_word(h, c)
     return h
+
+
+cdef Py_ssize_t _find(int kind, void* data, Py_ssize_t start, Py_ssize_t end, uint32_t ch) noexcept:
+    """Return the index of the first ``ch`` in [start, end), or -1."""
+    cdef const uint8_t* hit
+    cdef Py_ssize_t i
+    if start >= end:
+        return -1
+    if kind == PyUnicode_1BYTE_KIND:
+        hit = <const uint8_t*>memchr(<const uint8_t*>data + start, ch, end - start)
+        return -1 if hit == NULL else hit - <const uint8_t*>data
+    for i in range(start, end):
+        if PyUnicode_READ(kind, data, i) == ch:
+            return i
+    return -1
 
 
 cdef int classify(object destination, const uint8_t* port_class, Destination* d) except -1:
     """Fill ``d`` for a destination; unparsable text counts as class "other"."""
-    cdef Py_ssize_t n, i, close_at = -1, colon = -1, colons = 0
-    cdef Py_ssize_t host_start = 0, host_end
+    cdef Py_ssize_t n, close_at, colon, host_start = 0, host_end
     cdef int kind, port = -1
     cdef void* data
-    cdef uint32_t c
     d.cls = 0
     d.host_bit = 0
     d.port_bit = 0
     if destination is None:
         return 0
-    if not isinstance(destination, str):
+    if not PyUnicode_Check(destination):
         raise TypeError(f"destination must be str or None, not {type(destination).__name__}")
     n = PyUnicode_GET_LENGTH(destination)
     if n == 0:
         return 0
     kind = PyUnicode_KIND(destination)
     data = PyUnicode_DATA(destination)
-    host_end = n
+    host_end = n                                 # unparsable: the whole text is the host
     if PyUnicode_READ(kind, data, 0) == 91:      # '[v6]' or '[v6]:port'
-        for i in range(1, n):
-            if PyUnicode_READ(kind, data, i) == 93:
-                close_at = i
-                break
+        close_at = _find(kind, data, 1, n, 93)
         if close_at > 1:
             if close_at == n - 1:
                 host_start, host_end = 1, close_at
@@ -409,18 +457,11 @@ cdef int classify(object destination, const uint8_t* port_class, Destination* d)
                 if port >= 0:
                     host_start, host_end = 1, close_at
     else:
-        for i in range(n):
-            c = PyUnicode_READ(kind, data, i)
-            if c == 58:
-                colons += 1
-                colon = i
-        if colons == 1:
+        colon = _find(kind, data, 0, n, 58)
+        if colon > 0 and _find(kind, data, colon + 1, n, 58) < 0:   # exactly one ':'
             port = _port_in(kind, data, colon + 1, n)
-            if port >= 0 and colon > 0:
+            if port >= 0:
                 host_end = colon
-            else:
-                port = -1
-    # Anything that did not parse keeps host = the whole text and no port.
     d.host_bit = sketch_bit(_host_hash(kind, data, host_start, host_end))
     if port >= 0:
         d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
@@ -700,7 +741,8 @@ cdef class Shard:
         return True
 
     cdef inline void update_rate_flag(self, Entry* e, double now, const Config* cfg) noexcept nogil:
-        if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+        # rate_threshold is +inf when the pattern is off: skip the windowed sum.
+        if isfinite(cfg.rate_threshold) and accept_rate(e, now, cfg.window) > cfg.rate_threshold:
             e.patterns |= _RATE
         else:
             e.patterns &= ~_RATE

@@ -33,7 +33,6 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _V4_TAG = 0x0000FFFF00000000
 _PORT_SALT = 0x5BD1E9955BD1E995
 _FNV_OFFSET = 0xCBF29CE484222325
-_FNV_PRIME = 0x100000001B3
 _HEX = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
 _ZONE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _DIGITS = frozenset("0123456789")
@@ -141,44 +140,30 @@ def parse_source_text(p: str) -> Optional[tuple[int, int, int]]:
     n = len(p)
     if n == 0:
         return None
-    if p[0] == "[":
-        close_at = p.find("]", 1)
-        if close_at < 0:
+    if p[0] in _DIGITS:                          # "a.b.c.d" or "a.b.c.d:port"
+        head, sep, port = p.partition(":")
+        v4 = parse_ipv4(head)
+        if v4 is not None and (not sep or _valid_port(port)):
+            return 4, 0, _V4_TAG | v4
+        # Not IPv4, but IPv6 may start with a digit too: go on.
+    addr_start, addr_end = 0, n
+    if p[0] == "[":                              # "[v6]" or "[v6]:port"
+        addr_end = p.find("]")
+        if addr_end < 0:
             return None
-        if close_at + 1 < n and not (p[close_at + 1] == ":" and _valid_port(p[close_at + 2:])):
+        addr_start = 1
+        if addr_end + 1 < n and not (p[addr_end + 1] == ":" and _valid_port(p[addr_end + 2:])):
             return None
-        addr = p[1:close_at]
-        zone_at = addr.find("%")
-        if zone_at >= 0:
-            if not _valid_zone(addr[zone_at + 1:]):
-                return None
-            addr = addr[:zone_at]
-        key = parse_ipv6(addr)
-        if key is None:
+    zone_at = p.find("%", addr_start, addr_end)  # "%zone"
+    if zone_at >= 0:
+        if not _valid_zone(p[zone_at + 1:addr_end]):
             return None
-        hi, lo = key
-    else:
-        zone_at = p.find("%")
-        head = p if zone_at < 0 else p[:zone_at]
-        colons = head.count(":")
-        if colons == 0:
-            v4 = parse_ipv4(p) if zone_at < 0 else None
-            if v4 is None:
-                return None
-            hi, lo = 0, _V4_TAG | v4
-        elif colons == 1 and zone_at < 0:
-            host, _, port = p.partition(":")
-            v4 = parse_ipv4(host) if _valid_port(port) else None
-            if v4 is None:
-                return None
-            hi, lo = 0, _V4_TAG | v4
-        else:
-            if zone_at >= 0 and not _valid_zone(p[zone_at + 1:]):
-                return None
-            key = parse_ipv6(head)
-            if key is None:
-                return None
-            hi, lo = key
+        addr_end = zone_at
+    # parse_ipv6 rejects everything else, including text with under two colons.
+    key = parse_ipv6(p[addr_start:addr_end])
+    if key is None:
+        return None
+    hi, lo = key
     if hi == 0 and (lo >> 32) == 0xFFFF:
         return 4, hi, lo
     return 6, hi, lo
@@ -228,14 +213,30 @@ def _port_in(text: str) -> int:
     return port if port <= 65535 else -1
 
 
+def _mix_word(h: int, word: int) -> int:
+    h = ((h ^ word) * _GOLDEN) & _M64
+    return h ^ (h >> 32)
+
+
+_ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
 def _host_hash(host: str) -> int:
-    """FNV-1a over code points, ASCII case folded (hosts are case-insensitive)."""
-    h = _FNV_OFFSET
-    for ch in host:
-        c = ord(ch)
-        if 65 <= c <= 90:
-            c += 32
-        h = ((h ^ c) * _FNV_PRIME) & _M64
+    """Hash host text, ASCII case folded (hosts are case-insensitive).
+
+    Text whose code points all fit a byte is read 8 bytes per step (little
+    endian); wider text one code point per step, as _core_c does.
+    """
+    h = _FNV_OFFSET ^ len(host)
+    try:
+        data = host.encode("latin-1").translate(_ASCII_LOWER)
+    except UnicodeEncodeError:
+        for ch in host:
+            c = ord(ch)
+            h = _mix_word(h, c + 32 if 65 <= c <= 90 else c)
+        return h
+    for i in range(0, len(data), 8):
+        h = _mix_word(h, int.from_bytes(data[i:i + 8], "little"))
     return h
 
 
@@ -258,13 +259,12 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
                 port = _port_in(destination[close_at + 2:])
                 if port >= 0:
                     host = destination[1:close_at]
-    elif destination.count(":") == 1:
-        head, _, tail = destination.partition(":")
-        port = _port_in(tail)
-        if port >= 0 and head:
-            host = head
-        else:
-            port = -1
+    else:
+        colon = destination.find(":")
+        if colon > 0 and destination.find(":", colon + 1) < 0:   # exactly one ':'
+            port = _port_in(destination[colon + 1:])
+            if port >= 0:
+                host = destination[:colon]
     host_bit = sketch_bit(_host_hash(host))
     if port >= 0:
         return port_class[port], host_bit, sketch_bit(port ^ _PORT_SALT)
