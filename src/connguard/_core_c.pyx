@@ -5,8 +5,8 @@ _core_py.py mirrors this module name for name; a change here is a change there.
 
 Locking (uvloop style, next to the data it guards):
 
-* Every field of a ``Shard`` -- its entry array, its index and its counters --
-  is guarded by ``Shard.lock``.
+* ``SourceTable._tables[i]`` -- one shard's entry array, index and counters --
+  is guarded by ``SourceTable._shards[i].lock``.
 * ``SourceTable`` configuration is written once in ``__init__`` and only read
   afterwards, so it needs no lock.
 * Under a shard lock only plain C runs: no Python call, no allocation of a
@@ -335,7 +335,7 @@ cdef object _not_str(object value, str name):
                      f"(expected str, got {type(value).__name__})")
 
 
-cdef int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
+cdef inline int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
     """Parse ``source`` or raise TypeError (not a str) or ValueError naming it."""
     cdef Py_ssize_t n
     cdef int family
@@ -482,8 +482,10 @@ cdef int classify(object destination, const uint8_t* port_class, Destination* d)
                 if port >= 0:
                     host_start, host_end = 1, close_at
     else:
+        # "host:port" has exactly one ':'; a second one would sit in the port
+        # text, which then fails as a port, so one search is enough.
         colon = _find(kind, data, 0, n, 58)
-        if colon > 0 and _find(kind, data, colon + 1, n, 58) < 0:   # exactly one ':'
+        if colon > 0:
             port = _port_in(kind, data, colon + 1, n)
             if port >= 0:
                 host_end = colon
@@ -537,7 +539,10 @@ cdef inline double fast_floor(double x) noexcept nogil:
 
 cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
     """Advance e's window buckets to ``now`` (now >= e.last_seen)."""
-    cdef double gap = fast_floor(now / window) - fast_floor(e.last_seen / window)
+    cdef double gap
+    if now == e.last_seen:         # common: the coarse clock ticks every few ms
+        return
+    gap = fast_floor(now / window) - fast_floor(e.last_seen / window)
     if gap == 0:
         return
     if gap == 1:
@@ -567,223 +572,236 @@ cdef inline double accept_rate(Entry* e, double now, double window) noexcept nog
     return (cur + prev * window_weight(now, window)) / window
 
 
+cdef struct Table:
+    # One shard's open-addressing table and counters, guarded by its Shard's lock.
+    Entry* entries            # dense: entries[0:n], swap-removed on eviction
+    uint32_t* index           # slot -> entry position + 1; 0 is an empty slot
+    uint32_t index_mask
+    uint32_t n
+    uint32_t allocated        # entries has room for this many
+    uint32_t capacity         # hard bound on n
+    uint64_t rng              # xorshift64* state for eviction sampling
+    int64_t active_connections
+    uint32_t active_sources
+    uint32_t flagged_sources
+    uint64_t evictions
+    uint64_t overflows
+
+
 @cython.final
 cdef class Shard:
-    """One lock and the open-addressing table it guards."""
+    """The lock of one shard: SourceTable._tables[i] is guarded by _shards[i].lock.
+
+    A scalar pymutex in its own small object: a C array of pymutex crashes on
+    CPython < 3.13, where Cython backs each one with a PyThread lock.
+    """
 
     cdef cython.pymutex lock
-    # --- everything below is guarded by lock ---
-    cdef Entry* entries       # dense: entries[0:n], swap-removed on eviction
-    cdef uint32_t* index      # slot -> entry position + 1; 0 is an empty slot
-    cdef uint32_t index_mask
-    cdef uint32_t n
-    cdef uint32_t allocated   # entries has room for this many
-    cdef uint32_t capacity    # hard bound on n
-    cdef uint64_t rng         # xorshift64* state for eviction sampling
-    cdef int64_t active_connections
-    cdef uint32_t active_sources
-    cdef uint32_t flagged_sources
-    cdef uint64_t evictions
-    cdef uint64_t overflows
 
-    def __dealloc__(self):
-        free(self.entries)
-        free(self.index)
 
-    cdef inline uint64_t next_random(self) noexcept nogil:
-        cdef uint64_t x = self.rng
-        x ^= x >> 12
-        x ^= x << 25
-        x ^= x >> 27
-        self.rng = x
-        return x * 0x2545F4914F6CDD1DULL
+cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
+    cdef uint64_t x = self.rng
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    self.rng = x
+    return x * 0x2545F4914F6CDD1DULL
 
-    cdef inline Py_ssize_t find(self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
-        cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
-        cdef uint32_t ix
-        cdef Entry* e
-        if self.index == NULL:
+cdef inline Py_ssize_t table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
+    cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
+    cdef uint32_t ix
+    cdef Entry* e
+    if self.index == NULL:
+        return -1
+    while True:
+        ix = self.index[slot]
+        if ix == 0:
             return -1
-        while True:
-            ix = self.index[slot]
-            if ix == 0:
-                return -1
-            e = &self.entries[ix - 1]
-            if e.key_lo == lo and e.key_hi == hi:
-                return ix - 1
+        e = &self.entries[ix - 1]
+        if e.key_lo == lo and e.key_hi == hi:
+            return ix - 1
+        slot = (slot + 1) & self.index_mask
+
+cdef uint32_t table_slot_of(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
+    """Return the index slot that points at entries[pos]."""
+    cdef Entry* e = &self.entries[pos]
+    cdef uint32_t slot = <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
+    while self.index[slot] != pos + 1:
+        slot = (slot + 1) & self.index_mask
+    return slot
+
+cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
+    """Double the entry array (up to capacity) and rebuild the index.
+
+    Plain libc allocation: safe under the lock (no Python), and a failure
+    is reported to the caller, which counts it as an overflow.
+    """
+    cdef uint32_t want = self.allocated * 2 if self.allocated else 16
+    cdef uint32_t slots = 8, i, slot
+    cdef Entry* entries
+    cdef uint32_t* index
+    if want > self.capacity:
+        want = self.capacity
+    while slots < want + want // 4:          # load factor <= 0.8
+        slots *= 2
+    entries = <Entry*>realloc(self.entries, want * sizeof(Entry))
+    if entries == NULL:
+        return False
+    self.entries = entries
+    index = <uint32_t*>calloc(slots, sizeof(uint32_t))
+    if index == NULL:
+        return False
+    free(self.index)
+    self.index = index
+    self.index_mask = slots - 1
+    self.allocated = want
+    for i in range(self.n):
+        slot = <uint32_t>(key_hash(entries[i].key_hi, entries[i].key_lo, seed) >> 8) & self.index_mask
+        while index[slot] != 0:
             slot = (slot + 1) & self.index_mask
+        index[slot] = i + 1
+    return True
 
-    cdef uint32_t slot_of(self, uint32_t pos, uint64_t seed) noexcept nogil:
-        """Return the index slot that points at entries[pos]."""
-        cdef Entry* e = &self.entries[pos]
-        cdef uint32_t slot = <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
-        while self.index[slot] != pos + 1:
-            slot = (slot + 1) & self.index_mask
-        return slot
+cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
+    """Drop entries[pos]: backward-shift delete in the index, swap-remove."""
+    cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last
+    cdef uint32_t mask = self.index_mask
+    j = hole
+    while True:
+        j = (j + 1) & mask
+        if self.index[j] == 0:
+            break
+        home = <uint32_t>(key_hash(self.entries[self.index[j] - 1].key_hi,
+                                   self.entries[self.index[j] - 1].key_lo, seed) >> 8) & mask
+        # Move j into the hole unless its home lies cyclically in (hole, j].
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            self.index[hole] = self.index[j]
+            hole = j
+    self.index[hole] = 0
+    self.n -= 1
+    last = self.n
+    if pos != last:
+        self.index[table_slot_of(self, last, seed)] = pos + 1
+        self.entries[pos] = self.entries[last]
 
-    cdef bint grow(self, uint64_t seed) noexcept nogil:
-        """Double the entry array (up to capacity) and rebuild the index.
+cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
+    """Evict the idlest of a few sampled sources with no active connection.
 
-        Plain libc allocation: safe under the lock (no Python), and a failure
-        is reported to the caller, which counts it as an overflow.
-        """
-        cdef uint32_t want = self.allocated * 2 if self.allocated else 16
-        cdef uint32_t slots = 8, i, slot
-        cdef Entry* entries
-        cdef uint32_t* index
-        if want > self.capacity:
-            want = self.capacity
-        while slots < want + want // 4:          # load factor <= 0.8
-            slots *= 2
-        entries = <Entry*>realloc(self.entries, want * sizeof(Entry))
-        if entries == NULL:
-            return False
-        self.entries = entries
-        index = <uint32_t*>calloc(slots, sizeof(uint32_t))
-        if index == NULL:
-            return False
-        free(self.index)
-        self.index = index
-        self.index_mask = slots - 1
-        self.allocated = want
-        for i in range(self.n):
-            slot = <uint32_t>(key_hash(entries[i].key_hi, entries[i].key_lo, seed) >> 8) & self.index_mask
-            while index[slot] != 0:
-                slot = (slot + 1) & self.index_mask
-            index[slot] = i + 1
-        return True
-
-    cdef void remove(self, uint32_t pos, uint64_t seed) noexcept nogil:
-        """Drop entries[pos]: backward-shift delete in the index, swap-remove."""
-        cdef uint32_t hole = self.slot_of(pos, seed), j, home, last
-        cdef uint32_t mask = self.index_mask
-        j = hole
-        while True:
-            j = (j + 1) & mask
-            if self.index[j] == 0:
-                break
-            home = <uint32_t>(key_hash(self.entries[self.index[j] - 1].key_hi,
-                                       self.entries[self.index[j] - 1].key_lo, seed) >> 8) & mask
-            # Move j into the hole unless its home lies cyclically in (hole, j].
-            if ((j - home) & mask) >= ((j - hole) & mask):
-                self.index[hole] = self.index[j]
-                hole = j
-        self.index[hole] = 0
-        self.n -= 1
-        last = self.n
-        if pos != last:
-            self.index[self.slot_of(last, seed)] = pos + 1
-            self.entries[pos] = self.entries[last]
-
-    cdef bint evict_one(self, uint64_t seed) noexcept nogil:
-        """Evict the idlest of a few sampled sources with no active connection.
-
-        When the samples are all busy, scan from a random point: an idle
-        source exists (checked first), so the scan ends, and it only runs
-        when nearly every tracked source is busy.
-        """
-        cdef uint32_t k, i, best = 0
-        cdef bint found = False
-        if self.n == 0 or self.active_sources >= self.n:
-            return False
-        for k in range(_SAMPLES):
-            i = <uint32_t>(self.next_random() % self.n)
-            if self.entries[i].active == 0 and (
-                    not found or self.entries[i].last_seen < self.entries[best].last_seen):
-                best = i
-                found = True
-        if not found:
-            i = <uint32_t>(self.next_random() % self.n)
-            while self.entries[i].active != 0:
-                i = (i + 1) % self.n
+    When the samples are all busy, scan from a random point: an idle
+    source exists (checked first), so the scan ends, and it only runs
+    when nearly every tracked source is busy.
+    """
+    cdef uint32_t k, i, best = 0
+    cdef bint found = False
+    if self.n == 0 or self.active_sources >= self.n:
+        return False
+    for k in range(_SAMPLES):
+        i = <uint32_t>(table_next_random(self) % self.n)
+        if self.entries[i].active == 0 and (
+                not found or self.entries[i].last_seen < self.entries[best].last_seen):
             best = i
-        if self.entries[best].patterns:
-            self.flagged_sources -= 1
-        self.remove(best, seed)
-        self.evictions += 1
-        return True
+            found = True
+    if not found:
+        i = <uint32_t>(table_next_random(self) % self.n)
+        while self.entries[i].active != 0:
+            i = (i + 1) % self.n
+        best = i
+    if self.entries[best].patterns:
+        self.flagged_sources -= 1
+    table_remove(self, best, seed)
+    self.evictions += 1
+    return True
 
-    cdef int accept(self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
-                    double now, const Config* cfg) noexcept nogil:
-        """Count one accepted connection; 1 tracked, 2 untracked, 0 refused."""
-        cdef Py_ssize_t pos = self.find(hi, lo, h)
-        cdef Entry* e
-        cdef uint32_t slot
-        cdef uint8_t before
-        if pos < 0:
-            if self.n >= self.capacity and not self.evict_one(cfg.seed):
-                self.overflows += 1
-                return 0
-            if self.n >= self.allocated and not self.grow(cfg.seed):
-                self.overflows += 1
-                return 0
-            pos = self.n
-            self.n += 1
-            e = &self.entries[pos]
-            memset(e, 0, sizeof(Entry))
-            e.key_hi = hi
-            e.key_lo = lo
-            e.first_seen = now
-            e.last_seen = now
-            slot = <uint32_t>(h >> 8) & self.index_mask
-            while self.index[slot] != 0:
-                slot = (slot + 1) & self.index_mask
-            self.index[slot] = <uint32_t>pos + 1
-        else:
-            e = &self.entries[pos]
-            if now < e.last_seen:                # time never runs back per source
-                now = e.last_seen
-            roll(e, now, cfg.window)
-            e.last_seen = now
-        before = e.patterns
-        e.active += 1
-        if e.active == 1:
-            self.active_sources += 1
-        self.active_connections += 1
-        e.total += 1
-        if e.cls_cur[d.cls] < _COUNT_MAX:
-            e.cls_cur[d.cls] += 1
-        e.hosts_cur |= d.host_bit
-        e.ports_cur |= d.port_bit
-        if e.active >= cfg.concurrent_threshold:
-            e.patterns |= _FLOOD
-        self.update_rate_flag(e, now, cfg)
-        if (before == 0) != (e.patterns == 0):
-            self.flagged_sources += 1 if before == 0 else -1
-        return 1
-
-    cdef bint close(self, uint64_t hi, uint64_t lo, uint64_t h, double now,
-                    const Config* cfg) noexcept nogil:
-        """Count one closed connection; an unknown or idle source is a no-op."""
-        cdef Py_ssize_t pos = self.find(hi, lo, h)
-        cdef Entry* e
-        cdef uint8_t before
-        if pos < 0:
-            return False
+cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
+                double now, const Config* cfg) noexcept nogil:
+    """Count one accepted connection; 1 tracked, 2 untracked, 0 refused."""
+    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
+    cdef Entry* e
+    cdef uint32_t slot
+    cdef uint8_t before
+    if pos < 0:
+        if self.n >= self.capacity and not table_evict_one(self, cfg.seed):
+            self.overflows += 1
+            return 0
+        if self.n >= self.allocated and not table_grow(self, cfg.seed):
+            self.overflows += 1
+            return 0
+        pos = self.n
+        self.n += 1
         e = &self.entries[pos]
-        if e.active == 0:
-            return False
-        if now < e.last_seen:
+        memset(e, 0, sizeof(Entry))
+        e.key_hi = hi
+        e.key_lo = lo
+        e.first_seen = now
+        e.last_seen = now
+        slot = <uint32_t>(h >> 8) & self.index_mask
+        while self.index[slot] != 0:
+            slot = (slot + 1) & self.index_mask
+        self.index[slot] = <uint32_t>pos + 1
+    else:
+        e = &self.entries[pos]
+        if now < e.last_seen:                # time never runs back per source
             now = e.last_seen
         roll(e, now, cfg.window)
         e.last_seen = now
-        before = e.patterns
-        e.active -= 1
-        self.active_connections -= 1
-        if e.active == 0:
-            self.active_sources -= 1
-            e.patterns &= ~_FLOOD
-        self.update_rate_flag(e, now, cfg)
-        if (before == 0) != (e.patterns == 0):
-            self.flagged_sources += 1 if before == 0 else -1
-        return True
+    before = e.patterns
+    e.active += 1
+    if e.active == 1:
+        self.active_sources += 1
+    self.active_connections += 1
+    e.total += 1
+    if e.cls_cur[d.cls] < _COUNT_MAX:
+        e.cls_cur[d.cls] += 1
+    e.hosts_cur |= d.host_bit
+    e.ports_cur |= d.port_bit
+    if e.active >= cfg.concurrent_threshold:
+        e.patterns |= _FLOOD
+    update_rate_flag(e, now, cfg)
+    if (before == 0) != (e.patterns == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    return 1
 
-    cdef inline void update_rate_flag(self, Entry* e, double now, const Config* cfg) noexcept nogil:
-        # rate_threshold is +inf when the pattern is off: skip the windowed sum.
-        if isfinite(cfg.rate_threshold) and accept_rate(e, now, cfg.window) > cfg.rate_threshold:
-            e.patterns |= _RATE
-        else:
-            e.patterns &= ~_RATE
+cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                const Config* cfg) noexcept nogil:
+    """Count one closed connection; an unknown or idle source is a no-op."""
+    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
+    cdef Entry* e
+    cdef uint8_t before
+    if pos < 0:
+        return False
+    e = &self.entries[pos]
+    if e.active == 0:
+        return False
+    if now < e.last_seen:
+        now = e.last_seen
+    roll(e, now, cfg.window)
+    e.last_seen = now
+    before = e.patterns
+    e.active -= 1
+    self.active_connections -= 1
+    if e.active == 0:
+        self.active_sources -= 1
+        e.patterns &= ~_FLOOD
+    update_rate_flag(e, now, cfg)
+    if (before == 0) != (e.patterns == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    return True
+
+cdef bint table_copy(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Entry* out) noexcept nogil:
+    """Copy the entry for a key into ``out``; False when it is not tracked."""
+    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
+    if pos < 0:
+        return False
+    out[0] = self.entries[pos]
+    return True
+
+
+cdef inline void update_rate_flag(Entry* e, double now, const Config* cfg) noexcept nogil:
+    # rate_threshold is +inf when the pattern is off: skip the windowed sum.
+    if isfinite(cfg.rate_threshold) and accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+        e.patterns |= _RATE
+    else:
+        e.patterns &= ~_RATE
 
 
 cdef struct Ranked:
@@ -812,8 +830,10 @@ cdef class SourceTable:
     turns the raw tuples returned here into SourceStats.
     """
 
-    # Written once in __init__, read-only afterwards (no lock needed).
-    cdef tuple _shards
+    # Written once in __init__, read-only afterwards (no lock needed); the
+    # contents of _tables[i] are guarded by _shards[i].lock.
+    cdef tuple _shards        # Shard objects: the locks
+    cdef Table* _tables       # one per shard, in C memory: no refcounting on the hot path
     cdef uint64_t _shard_mask
     cdef Config _cfg
     cdef uint64_t _mask_hi
@@ -828,7 +848,6 @@ cdef class SourceTable:
                  int ipv4_prefix, int ipv6_prefix, bint deny,
                  bytes port_classes not None, object clock, uint64_t seed):
         cdef uint32_t i
-        cdef Shard s
         if self._shards is not None:
             raise RuntimeError("SourceTable is already initialised")
         if shards == 0 or shards & (shards - 1) or capacity < shards:
@@ -848,17 +867,23 @@ cdef class SourceTable:
         self._mask_lo = _prefix_mask(ipv6_prefix - 64)
         self._deny = deny
         self._clock = clock
-        shard_list = []
+        self._tables = <Table*>calloc(shards, sizeof(Table))
+        if self._tables == NULL:
+            raise MemoryError()
         for i in range(shards):
-            s = Shard()
             # Spread the remainder so the shard capacities sum to capacity.
-            s.capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
-            s.rng = fmix64(seed + i + 1) | 1
-            shard_list.append(s)
-        self._shards = tuple(shard_list)
+            self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
+            self._tables[i].rng = fmix64(seed + i + 1) | 1
         self._shard_mask = shards - 1
+        self._shards = tuple([Shard() for i in range(shards)])
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self._tables != NULL:
+            for i in range(self._shard_mask + 1):
+                free(self._tables[i].entries)
+                free(self._tables[i].index)
+            free(self._tables)
         free(self._port_class)
 
     cdef inline double _now(self, object now) except? -1.0:
@@ -872,8 +897,8 @@ cdef class SourceTable:
             raise ValueError(f"now must be a finite number of seconds, got {now!r}")
         return t
 
-    cdef inline Shard _shard(self, uint64_t h):
-        return <Shard>PyTuple_GET_ITEM(self._shards, h & self._shard_mask)
+    cdef inline Shard _lock_of(self, Py_ssize_t i):
+        return <Shard>PyTuple_GET_ITEM(self._shards, i)
 
     cdef inline int _key(self, object source, uint64_t* hi, uint64_t* lo) except 0:
         cdef int family = source_key(source, hi, lo)
@@ -896,12 +921,12 @@ cdef class SourceTable:
         classify(destination, self._port_class, &d)
         cdef double t = self._now(now)
         h = key_hash(hi, lo, self._cfg.seed)
-        cdef Shard s = self._shard(h)
+        cdef Py_ssize_t i = h & self._shard_mask
         if CG_SHARD_LOCKS:
-            with s.lock:
-                result = s.accept(hi, lo, h, &d, t, &self._cfg)
+            with self._lock_of(i).lock:
+                result = table_accept(&self._tables[i], hi, lo, h, &d, t, &self._cfg)
         else:
-            result = s.accept(hi, lo, h, &d, t, &self._cfg)
+            result = table_accept(&self._tables[i], hi, lo, h, &d, t, &self._cfg)
         return result != 0 or not self._deny
 
     @cython.binding(False)
@@ -912,12 +937,12 @@ cdef class SourceTable:
         self._key(source, &hi, &lo)
         cdef double t = self._now(now)
         h = key_hash(hi, lo, self._cfg.seed)
-        cdef Shard s = self._shard(h)
+        cdef Py_ssize_t i = h & self._shard_mask
         if CG_SHARD_LOCKS:
-            with s.lock:
-                closed = s.close(hi, lo, h, t, &self._cfg)
+            with self._lock_of(i).lock:
+                closed = table_close(&self._tables[i], hi, lo, h, t, &self._cfg)
         else:
-            closed = s.close(hi, lo, h, t, &self._cfg)
+            closed = table_close(&self._tables[i], hi, lo, h, t, &self._cfg)
         return closed
 
     def source_key(self, source):
@@ -930,40 +955,30 @@ cdef class SourceTable:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         cdef uint64_t h = key_hash(hi, lo, self._cfg.seed)
         cdef double t = self._now(now)
-        cdef Shard s = self._shard(h)
+        cdef Py_ssize_t i = h & self._shard_mask
         cdef Entry e
-        cdef Py_ssize_t pos
+        cdef bint found
         if CG_SHARD_LOCKS:
-            with s.lock:
-                pos = s.find(hi, lo, h)
-                if pos >= 0:
-                    e = s.entries[pos]
+            with self._lock_of(i).lock:
+                found = table_copy(&self._tables[i], hi, lo, h, &e)
         else:
-            pos = s.find(hi, lo, h)
-            if pos >= 0:
-                e = s.entries[pos]
-        if pos < 0:
-            return None
-        return _raw(&e, t, self._cfg.window)
+            found = table_copy(&self._tables[i], hi, lo, h, &e)
+        return _raw(&e, t, self._cfg.window) if found else None
 
     def top_raw(self, Py_ssize_t n, int by, now=None):
         """Return the raw counters of the n highest-ranked sources."""
         cdef double t = self._now(now)
-        cdef Py_ssize_t total = 0, filled = 0, i
-        cdef Shard s
-        cdef Ranked* ranked
-        for s in self._shards:
-            total += s.capacity
-        ranked = <Ranked*>malloc(max(total, 1) * sizeof(Ranked))
+        cdef Py_ssize_t filled = 0, i
+        cdef Ranked* ranked = <Ranked*>malloc(max(self.capacity, 1) * sizeof(Ranked))
         if ranked == NULL:
             raise MemoryError()
         try:
-            for s in self._shards:
+            for i in range(self._shard_mask + 1):
                 if CG_SHARD_LOCKS:
-                    with s.lock:
-                        filled = _rank_shard(s, ranked, filled, by, t, self._cfg.window)
+                    with self._lock_of(i).lock:
+                        filled = _rank_table(&self._tables[i], ranked, filled, by, t, self._cfg.window)
                 else:
-                    filled = _rank_shard(s, ranked, filled, by, t, self._cfg.window)
+                    filled = _rank_table(&self._tables[i], ranked, filled, by, t, self._cfg.window)
             qsort(ranked, filled, sizeof(Ranked), _compare_ranked)
             result = []
             for i in range(min(n, filled)):
@@ -978,33 +993,36 @@ cdef class SourceTable:
         """Return (active_connections, active_sources, tracked_sources,
         flagged_sources, evictions, overflows), summed over the shards."""
         cdef int64_t sums[6]
-        cdef Shard s
+        cdef Py_ssize_t i
         memset(sums, 0, sizeof(sums))
-        for s in self._shards:
+        for i in range(self._shard_mask + 1):
             if CG_SHARD_LOCKS:
-                with s.lock:
-                    _add_counters(s, sums)
+                with self._lock_of(i).lock:
+                    _add_counters(&self._tables[i], sums)
             else:
-                _add_counters(s, sums)
+                _add_counters(&self._tables[i], sums)
         return tuple([sums[i] for i in range(6)])
 
     def memory_bytes(self):
-        """Return the bytes this table holds outside the Python heap, and its objects."""
-        cdef uint64_t total = 65536               # the port-class table
-        cdef Shard s
-        for s in self._shards:
-            total += s.allocated * sizeof(Entry)
-            total += (s.index_mask + 1 if s.index != NULL else 0) * sizeof(uint32_t)
-            total += s.__sizeof__()
+        """Return the bytes this table holds: C tables, port classes, shard objects."""
+        cdef uint64_t total = 65536 + (self._shard_mask + 1) * sizeof(Table)
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            if CG_SHARD_LOCKS:
+                with self._lock_of(i).lock:
+                    total += table_bytes(&self._tables[i])
+            else:
+                total += table_bytes(&self._tables[i])
+            total += self._shards[i].__sizeof__()
         return total
 
     @property
     def capacity(self):
         """The hard bound on tracked sources."""
         cdef uint64_t total = 0
-        cdef Shard s
-        for s in self._shards:
-            total += s.capacity
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            total += self._tables[i].capacity   # written once in __init__
         return total
 
     @property
@@ -1021,7 +1039,14 @@ cdef uint64_t _prefix_mask(int bits) noexcept:
     return ~((<uint64_t>1 << (64 - bits)) - 1)
 
 
-cdef void _add_counters(Shard s, int64_t* sums) noexcept nogil:
+cdef uint64_t table_bytes(Table* self) noexcept nogil:
+    """Bytes held by one table's entry array and index."""
+    if self.index == NULL:
+        return 0
+    return self.allocated * sizeof(Entry) + (self.index_mask + 1) * sizeof(uint32_t)
+
+
+cdef void _add_counters(Table* s, int64_t* sums) noexcept nogil:
     sums[0] += s.active_connections
     sums[1] += s.active_sources
     sums[2] += s.n
@@ -1030,7 +1055,7 @@ cdef void _add_counters(Shard s, int64_t* sums) noexcept nogil:
     sums[5] += <int64_t>s.overflows
 
 
-cdef Py_ssize_t _rank_shard(Shard s, Ranked* out, Py_ssize_t filled, int by,
+cdef Py_ssize_t _rank_table(Table* s, Ranked* out, Py_ssize_t filled, int by,
                             double now, double window) noexcept nogil:
     cdef uint32_t j
     cdef Entry e

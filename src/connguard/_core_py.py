@@ -270,8 +270,8 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
                 if port >= 0:
                     host = destination[1:close_at]
     else:
-        colon = destination.find(":")
-        if colon > 0 and destination.find(":", colon + 1) < 0:   # exactly one ':'
+        colon = destination.find(":")                # one ':' only: see _core_c
+        if colon > 0:
             port = _port_in(destination[colon + 1:])
             if port >= 0:
                 host = destination[:colon]
@@ -349,11 +349,18 @@ class Config:
 
 
 class Shard:
-    """One lock and the table it guards."""
+    """The lock of one shard: SourceTable._tables[i] is guarded by _shards[i].lock."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class Table:
+    """One shard's table and counters, guarded by its Shard's lock."""
 
     def __init__(self, capacity: int, rng: int) -> None:
-        self.lock = threading.Lock()
-        # --- everything below is guarded by lock ---
         self.entries: list[Entry] = []       # dense, swap-removed on eviction
         self.index: dict[tuple[int, int], int] = {}
         self.capacity = capacity
@@ -439,7 +446,7 @@ class Shard:
         e.ports_cur |= port_bit
         if e.active >= cfg.concurrent_threshold:
             e.patterns |= _FLOOD
-        self.update_rate_flag(e, now, cfg)
+        update_rate_flag(e, now, cfg)
         if (before == 0) != (e.patterns == 0):
             self.flagged_sources += 1 if before == 0 else -1
         return 1
@@ -462,17 +469,22 @@ class Shard:
         if e.active == 0:
             self.active_sources -= 1
             e.patterns &= ~_FLOOD
-        self.update_rate_flag(e, now, cfg)
+        update_rate_flag(e, now, cfg)
         if (before == 0) != (e.patterns == 0):
             self.flagged_sources += 1 if before == 0 else -1
         return True
 
-    @staticmethod
-    def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
-        if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
-            e.patterns |= _RATE
-        else:
-            e.patterns &= ~_RATE
+    def copy(self, hi: int, lo: int) -> Optional[Entry]:
+        """Return a copy of the entry for a key, or None when it is not tracked."""
+        pos = self.find(hi, lo)
+        return self.entries[pos].copy() if pos >= 0 else None
+
+
+def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
+    if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+        e.patterns |= _RATE
+    else:
+        e.patterns &= ~_RATE
 
 
 def _prefix_mask(bits: int) -> int:
@@ -507,7 +519,10 @@ class SourceTable:
     turns the raw tuples returned here into SourceStats.
     """
 
+    # Written once in __init__, read-only afterwards; the contents of
+    # _tables[i] are guarded by _shards[i].lock.
     _shards: Optional[tuple[Shard, ...]] = None
+    _tables: list[Table]
 
     def __init__(self, *, capacity: int, shards: int, window: float,
                  concurrent_threshold: int, rate_threshold: float,
@@ -528,11 +543,12 @@ class SourceTable:
         self._mask_lo = _prefix_mask(ipv6_prefix - 64)
         self._deny = bool(deny)
         self._clock = clock
-        self._shards = tuple(
-            Shard(capacity // shards + (1 if i < capacity % shards else 0),
+        self._tables = [
+            Table(capacity // shards + (1 if i < capacity % shards else 0),
                   fmix64((seed + i + 1) & _M64) | 1)
-            for i in range(shards))
+            for i in range(shards)]
         self._shard_mask = shards - 1
+        self._shards = tuple(Shard() for _ in range(shards))
 
     def _now(self, now: object) -> float:
         if now is None:
@@ -550,9 +566,9 @@ class SourceTable:
             return family, 0, _V4_TAG | (lo & self._mask_v4)
         return family, hi & self._mask_hi, lo & self._mask_lo
 
-    def _shard(self, h: int) -> Shard:
+    def _lock_of(self, i: int) -> threading.Lock:
         assert self._shards is not None
-        return self._shards[h & self._shard_mask]
+        return self._shards[i].lock
 
     def accept(self, source: str, destination: Optional[str] = "",
                now: Optional[float] = None) -> bool:
@@ -561,9 +577,9 @@ class SourceTable:
         _, hi, lo = self._key(source)
         d = classify(destination, self._port_class)
         t = self._now(now)
-        s = self._shard(key_hash(hi, lo, self._cfg.seed))
-        with s.lock:
-            result = s.accept(hi, lo, d, t, self._cfg)
+        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        with self._lock_of(i):
+            result = self._tables[i].accept(hi, lo, d, t, self._cfg)
         return result != 0 or not self._deny
 
     def close(self, source: str, now: Optional[float] = None) -> bool:
@@ -571,9 +587,9 @@ class SourceTable:
         _check_str(source, "source")
         _, hi, lo = self._key(source)
         t = self._now(now)
-        s = self._shard(key_hash(hi, lo, self._cfg.seed))
-        with s.lock:
-            return s.close(hi, lo, t, self._cfg)
+        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        with self._lock_of(i):
+            return self._tables[i].close(hi, lo, t, self._cfg)
 
     def source_key(self, source: str) -> tuple[int, int, int]:
         """Return ``(family, hi, lo)``: the masked netblock key of a source."""
@@ -583,10 +599,9 @@ class SourceTable:
     def stats_raw(self, hi: int, lo: int, now: Optional[float] = None) -> Optional[tuple[Any, ...]]:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         t = self._now(now)
-        s = self._shard(key_hash(hi, lo, self._cfg.seed))
-        with s.lock:
-            pos = s.find(hi, lo)
-            e = s.entries[pos].copy() if pos >= 0 else None
+        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        with self._lock_of(i):
+            e = self._tables[i].copy(hi, lo)
         if e is None:
             return None
         return _raw(e, t, self._cfg.window)
@@ -596,10 +611,9 @@ class SourceTable:
         t = self._now(now)
         window = self._cfg.window
         ranked: list[tuple[float, int, int]] = []
-        assert self._shards is not None
-        for s in self._shards:
-            with s.lock:
-                for e in s.entries:
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                for e in table.entries:
                     if by == 0:
                         score = float(e.active)
                     elif by == 1:
@@ -622,21 +636,21 @@ class SourceTable:
         """Return (active_connections, active_sources, tracked_sources,
         flagged_sources, evictions, overflows), summed over the shards."""
         sums = [0] * 6
-        assert self._shards is not None
-        for s in self._shards:
-            with s.lock:
-                for i, v in enumerate((s.active_connections, s.active_sources, len(s.entries),
-                                       s.flagged_sources, s.evictions, s.overflows)):
-                    sums[i] += v
+        for i, t in enumerate(self._tables):
+            with self._lock_of(i):
+                values = (t.active_connections, t.active_sources, len(t.entries),
+                          t.flagged_sources, t.evictions, t.overflows)
+            sums = [a + b for a, b in zip(sums, values)]
         return tuple(sums)  # type: ignore[return-value]
 
     def memory_bytes(self) -> int:
         """Return the bytes held by the tables (entries, lists and indexes)."""
         total = sys.getsizeof(self._port_class)
-        assert self._shards is not None
-        for s in self._shards:
-            total += sys.getsizeof(s.entries) + sys.getsizeof(s.index)
-            for e in s.entries:
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                entries = list(table.entries)
+                total += sys.getsizeof(table.entries) + sys.getsizeof(table.index)
+            for e in entries:
                 total += (sys.getsizeof(e) + sys.getsizeof(e.cls_cur) + sys.getsizeof(e.cls_prev)
                           + 2 * sys.getsizeof((e.key_hi, e.key_lo)))
         return total
@@ -644,8 +658,7 @@ class SourceTable:
     @property
     def capacity(self) -> int:
         """The hard bound on tracked sources."""
-        assert self._shards is not None
-        return sum(s.capacity for s in self._shards)
+        return sum(t.capacity for t in self._tables)
 
     @property
     def shards(self) -> int:
