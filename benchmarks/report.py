@@ -8,44 +8,28 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
-from typing import Any
 
 
 def main(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
-    pairs: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
-    interleaved: list[dict[str, Any]] = []
-    memory: dict[str, Any] = {}
+    machine = data.get("machine_info", {})
+    print(f"Python {machine.get('python_version', '?')} on {machine.get('cpu', {}).get('brand_raw', '?')}, "
+          "2 cores; medians in ns per accept+close pair, the Python loop included.\n")
+    print("| sources | compiled | pure | ngit design | compiled vs ngit | compiled vs pure |")
+    print("|---|---:|---:|---:|---:|---:|")
+    memory = ""
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        if "impl" in info:
-            ns = bench["stats"]["median"] / info["pairs_per_round"] * 1e9
-            pairs[(info["family"], info["sources"])][info["impl"]] = ns
-        elif "ngit_over_compiled" in info:
-            interleaved.append(info)
+        if "compiled_ns" in info:
+            c, p, n = info["compiled_ns"], info["pure_ns"], info["ngit_ns"]
+            print(f"| {info['sources']:,} {info['family']} | {c:.0f} | {p:,.0f} | {n:,.0f} "
+                  f"| {n / c:.1f}x faster | {p / c:.0f}x faster |")
         elif "bytes_per_source" in info:
-            memory = info
-    machine = data.get("machine_info", {})
-    print(f"Python {machine.get('python_version', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}; "
-          "medians, ns per accept+close pair, Python loop included.\n")
-    print("| sources | compiled | pure | ngit design | ngit / compiled | pure / compiled |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for (family, count), ns in sorted(pairs.items()):
-        print(f"| {count:,} {family} | {ns['compiled']:.0f} | {ns['pure']:,.0f} | {ns['ngit']:,.0f} "
-              f"| {ns['ngit'] / ns['compiled']:.1f}x | {ns['pure'] / ns['compiled']:.0f}x |")
-    if interleaved:
-        print("\nInterleaved (the three timed round by round in turn):\n")
-        print("| sources | compiled | pure | ngit design | ngit / compiled | pure / compiled |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for info in interleaved:
-            print(f"| {info['sources']:,} {info['family']} | {info['compiled_ns']:.0f} | {info['pure_ns']:,.0f} "
-                  f"| {info['ngit_ns']:,.0f} | {info['ngit_over_compiled']:.1f}x | {info['pure_over_compiled']:.0f}x |")
-    if memory:
-        print(f"\nMemory at full capacity ({memory['capacity']:,} sources): "
-              f"{memory['bytes_per_source']} bytes per tracked source by the table's accounting, "
-              f"{memory['rss_bytes_per_source']} by resident-set growth.")
+            memory = (f"\nMemory at full capacity ({info['capacity']:,} sources): "
+                      f"{info['bytes_per_source']} bytes per tracked source by the table's own "
+                      f"accounting, {info['rss_bytes_per_source']} by resident-set growth.")
+    print(memory)
 
 
 if __name__ == "__main__":
