@@ -67,6 +67,8 @@ def test_accept_close_pair(benchmark: Any, family: str, count: int) -> None:
 
     benchmark.group = f"pair {family} x{count}"
     benchmark.pedantic(runs["compiled"], setup=setup, rounds=ROUNDS, iterations=1)
+    if benchmark.disabled:                      # --benchmark-disable: a smoke run, no stats
+        return
     ns = {"compiled": benchmark.stats.stats.median / BATCH * 1e9,
           **{impl: statistics.median(times) * 1e9 for impl, times in others.items()}}
     benchmark.extra_info.update(family=family, sources=count,
