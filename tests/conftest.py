@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -60,4 +61,4 @@ def counts(t: Tracker) -> dict[str, int]:
     """Every aggregate counter of a tracker, by name."""
     names = ("active_connections", "active_sources", "tracked_sources",
              "flagged_sources", "evictions", "overflows")
-    return dict(zip(names, t.counters()))
+    return dict(zip(names, t.counters(), strict=True))

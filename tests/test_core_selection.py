@@ -23,9 +23,9 @@ def test_compiled_core_loaded_when_expected(pytestconfig: pytest.Config) -> None
 
 def test_no_extensions_env_selects_pure_core() -> None:
     env = dict(os.environ, CONNGUARD_NO_EXTENSIONS="1")
-    out = subprocess.run(
-        [sys.executable, "-c", "import connguard; print(connguard.COMPILED, connguard.Tracker.__mro__[2].__module__)"],
-        env=env, capture_output=True, text=True, check=True).stdout.split()
+    code = "import connguard; print(connguard.COMPILED, connguard.Tracker.__mro__[2].__module__)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
     assert out == ["False", "connguard._core_py"]
 
 

@@ -19,7 +19,7 @@ Locking (uvloop style, next to the data it guards):
 
 cimport cython
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.math cimport floor, isfinite, log
+from libc.math cimport floor, isfinite
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcpy, memset
@@ -80,21 +80,21 @@ cdef extern from "Python.h":
 
 # --- constants shared with _core_py -------------------------------------------
 
-MAX_CLASSES = 8            # "other" plus up to seven named destination classes
-MAX_SOURCE_LENGTH = 100    # longer text cannot be an address; rejected unread
-PATTERN_BITS = {"conn_flood": 1, "conn_rate": 2, "spam_relay": 4,
+cdef enum:
+    _MAX_CLASSES = 8           # "other" plus up to seven named destination classes
+    _SAMPLES = 8               # sources sampled per eviction
+    _MAX_SOURCE = 100          # longer text cannot be an address; rejected unread
+    _FLOOD = 1                 # pattern bits; room for the destination patterns
+    _RATE = 2
+    _COUNT_MAX = 65535         # per-class counters saturate here
+
+MAX_CLASSES = _MAX_CLASSES
+MAX_SOURCE_LENGTH = _MAX_SOURCE
+EVICTION_SAMPLES = _SAMPLES
+PATTERN_BITS = {"conn_flood": _FLOOD, "conn_rate": _RATE, "spam_relay": 4,
                 "port_scan": 8, "credential_stuffing": 16, "dns_tunnel": 32}
-EVICTION_SAMPLES = 8
 SKETCH_BITS = 64
 TOP_BY = {"active": 0, "total": 1, "rate": 2}
-
-cdef enum:
-    _MAX_CLASSES = 8
-    _SAMPLES = 8
-    _MAX_SOURCE = 100
-    _FLOOD = 1
-    _RATE = 2
-    _COUNT_MAX = 65535
 
 cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef uint64_t _V4_TAG = 0x0000FFFF00000000ULL   # IPv4 keys live in ::ffff:0:0/96
@@ -117,8 +117,8 @@ cdef inline uint64_t key_hash(uint64_t hi, uint64_t lo, uint64_t seed) noexcept 
 
 
 # --- address parsing ----------------------------------------------------------
-# All parsers read exactly ``n`` bytes from ``p`` and return 1 on success.
-# They never read past ``p + n``: every index is checked against ``n`` first.
+# The parsers read the ``n`` bytes at ``p`` and never past ``p + n``: every
+# index is checked against ``n`` before it is read.
 
 cdef inline bint _is_digit(uint8_t c) noexcept nogil:
     return 48 <= c <= 57
@@ -396,9 +396,10 @@ cdef inline uint64_t _mix_word(uint64_t h, uint64_t word) noexcept nogil:
 cdef inline uint64_t _ascii_lower8(uint64_t w) noexcept nogil:
     """Lower-case the ASCII letters among 8 packed bytes; leave other bytes alone.
 
-    Per byte: with the top bit cleared, adding 0x3F sets it when the byte is
-    >= 'A' and adding 0x25 sets it when the byte is > 'Z'; no carry crosses a
-    byte because every addend stays below 0x80 + 0x80.
+    Per byte, with its top bit cleared (b <= 0x7F): b + 0x3F reaches 0x80
+    exactly when b >= 'A', and b + 0x25 exactly when b > 'Z', so their XOR
+    has the top bit set for 'A'..'Z'. No sum exceeds 0x7F + 0x3F < 0x100, so
+    no carry crosses into the next byte; ``& ~w`` drops bytes >= 0x80.
     """
     cdef uint64_t low7 = w & 0x7F7F7F7F7F7F7F7FULL
     cdef uint64_t upper = ((low7 + 0x3F3F3F3F3F3F3F3FULL) ^ (low7 + 0x2525252525252525ULL)) \
@@ -691,11 +692,11 @@ cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
     source exists (checked first), so the scan ends, and it only runs
     when nearly every tracked source is busy.
     """
-    cdef uint32_t k, i, best = 0
+    cdef uint32_t _sample, i, best = 0
     cdef bint found = False
     if self.n == 0 or self.active_sources >= self.n:
         return False
-    for k in range(_SAMPLES):
+    for _sample in range(_SAMPLES):
         i = <uint32_t>(table_next_random(self) % self.n)
         if self.entries[i].active == 0 and (
                 not found or self.entries[i].last_seen < self.entries[best].last_seen):
@@ -713,8 +714,8 @@ cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
     return True
 
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
-                double now, const Config* cfg) noexcept nogil:
-    """Count one accepted connection; 1 tracked, 2 untracked, 0 refused."""
+                      double now, const Config* cfg) noexcept nogil:
+    """Count one accepted connection; 1 when tracked, 0 when there was no room."""
     cdef Py_ssize_t pos = table_find(self, hi, lo, h)
     cdef Entry* e
     cdef uint32_t slot
@@ -762,7 +763,7 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     return 1
 
 cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
-                const Config* cfg) noexcept nogil:
+                      const Config* cfg) noexcept nogil:
     """Count one closed connection; an unknown or idle source is a no-op."""
     cdef Py_ssize_t pos = table_find(self, hi, lo, h)
     cdef Entry* e
@@ -875,7 +876,7 @@ cdef class SourceTable:
             self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
             self._tables[i].rng = fmix64(seed + i + 1) | 1
         self._shard_mask = shards - 1
-        self._shards = tuple([Shard() for i in range(shards)])
+        self._shards = tuple([Shard() for _ in range(shards)])
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -898,6 +899,7 @@ cdef class SourceTable:
         return t
 
     cdef inline Shard _lock_of(self, Py_ssize_t i):
+        # _shards keeps every Shard alive as long as this table.
         return <Shard>PyTuple_GET_ITEM(self._shards, i)
 
     cdef inline int _key(self, object source, uint64_t* hi, uint64_t* lo) except 0:

@@ -15,7 +15,8 @@ import math
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 MAX_CLASSES = 8
 MAX_SOURCE_LENGTH = 100
@@ -63,7 +64,7 @@ def key_hash(hi: int, lo: int, seed: int) -> int:
 
 # --- address parsing ----------------------------------------------------------
 
-def parse_ipv4(p: str) -> Optional[int]:
+def parse_ipv4(p: str) -> int | None:
     """Dotted quad, strictly: four decimal octets, no leading zeros."""
     parts = p.split(".")
     if len(parts) != 4:
@@ -81,7 +82,7 @@ def parse_ipv4(p: str) -> Optional[int]:
     return acc
 
 
-def parse_ipv6(p: str) -> Optional[tuple[int, int]]:
+def parse_ipv6(p: str) -> tuple[int, int] | None:
     """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4."""
     n = len(p)
     groups: list[int] = []
@@ -145,7 +146,7 @@ def _valid_port(p: str) -> bool:
     return 1 <= len(p) <= 5 and _DIGITS.issuperset(p) and int(p) <= 65535
 
 
-def parse_source_text(p: str) -> Optional[tuple[int, int, int]]:
+def parse_source_text(p: str) -> tuple[int, int, int] | None:
     """Parse an ASCII source; return (family, hi, lo) or None when invalid."""
     n = len(p)
     if n == 0:
@@ -418,7 +419,7 @@ class Table:
 
     def accept(self, hi: int, lo: int, d: tuple[int, int, int], now: float,
                cfg: Config) -> int:
-        """Count one accepted connection; 1 tracked, 0 refused."""
+        """Count one accepted connection; 1 when tracked, 0 when there was no room."""
         pos = self.find(hi, lo)
         if pos < 0:
             if len(self.entries) >= self.capacity and not self.evict_one():
@@ -474,7 +475,7 @@ class Table:
             self.flagged_sources += 1 if before == 0 else -1
         return True
 
-    def copy(self, hi: int, lo: int) -> Optional[Entry]:
+    def copy(self, hi: int, lo: int) -> Entry | None:
         """Return a copy of the entry for a key, or None when it is not tracked."""
         pos = self.find(hi, lo)
         return self.entries[pos].copy() if pos >= 0 else None
@@ -521,13 +522,13 @@ class SourceTable:
 
     # Written once in __init__, read-only afterwards; the contents of
     # _tables[i] are guarded by _shards[i].lock.
-    _shards: Optional[tuple[Shard, ...]] = None
+    _shards: tuple[Shard, ...] | None = None
     _tables: list[Table]
 
     def __init__(self, *, capacity: int, shards: int, window: float,
                  concurrent_threshold: int, rate_threshold: float,
                  ipv4_prefix: int, ipv6_prefix: int, deny: bool,
-                 port_classes: bytes, clock: Optional[Callable[[], float]],
+                 port_classes: bytes, clock: Callable[[], float] | None,
                  seed: int) -> None:
         if self._shards is not None:
             raise RuntimeError("SourceTable is already initialised")
@@ -570,8 +571,8 @@ class SourceTable:
         assert self._shards is not None
         return self._shards[i].lock
 
-    def accept(self, source: str, destination: Optional[str] = "",
-               now: Optional[float] = None) -> bool:
+    def accept(self, source: str, destination: str | None = "",
+               now: float | None = None) -> bool:
         """Count an accepted connection; False only when overflow="deny" refuses it."""
         _check_str(source, "source")
         _, hi, lo = self._key(source)
@@ -582,7 +583,7 @@ class SourceTable:
             result = self._tables[i].accept(hi, lo, d, t, self._cfg)
         return result != 0 or not self._deny
 
-    def close(self, source: str, now: Optional[float] = None) -> bool:
+    def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
         _check_str(source, "source")
         _, hi, lo = self._key(source)
@@ -596,7 +597,7 @@ class SourceTable:
         _check_str(source, "source")
         return self._key(source)
 
-    def stats_raw(self, hi: int, lo: int, now: Optional[float] = None) -> Optional[tuple[Any, ...]]:
+    def stats_raw(self, hi: int, lo: int, now: float | None = None) -> tuple[Any, ...] | None:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         t = self._now(now)
         i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
@@ -606,7 +607,7 @@ class SourceTable:
             return None
         return _raw(e, t, self._cfg.window)
 
-    def top_raw(self, n: int, by: int, now: Optional[float] = None) -> list[tuple[Any, ...]]:
+    def top_raw(self, n: int, by: int, now: float | None = None) -> list[tuple[Any, ...]]:
         """Return the raw counters of the n highest-ranked sources."""
         t = self._now(now)
         window = self._cfg.window
@@ -640,7 +641,7 @@ class SourceTable:
             with self._lock_of(i):
                 values = (t.active_connections, t.active_sources, len(t.entries),
                           t.flagged_sources, t.evictions, t.overflows)
-            sums = [a + b for a, b in zip(sums, values)]
+            sums = [a + b for a, b in zip(sums, values, strict=True)]
         return tuple(sums)  # type: ignore[return-value]
 
     def memory_bytes(self) -> int:

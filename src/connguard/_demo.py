@@ -15,14 +15,13 @@ import asyncio
 import random
 import socket
 import sys
-from typing import Optional
 
 import connguard
 
 ORDINARY = [f"www{i}.example:443" for i in range(8)] + ["api.example:8443", "cdn.example:80"]
 
 
-async def serve(tracker: connguard.Tracker) -> asyncio.AbstractServer:
+async def serve(tracker: connguard.Tracker) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
         source = f"{host}:{port}"
@@ -39,7 +38,7 @@ async def serve(tracker: connguard.Tracker) -> asyncio.AbstractServer:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def connect(port: int, source: Optional[str], destination: str) -> asyncio.StreamWriter:
+async def connect(port: int, source: str | None, destination: str) -> asyncio.StreamWriter:
     local = (source, 0) if source else None
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
     writer.write(f"CONNECT {destination}\n".encode())
@@ -47,7 +46,7 @@ async def connect(port: int, source: Optional[str], destination: str) -> asyncio
     return writer
 
 
-def loopback_sources(count: int) -> list[Optional[str]]:
+def loopback_sources(count: int) -> list[str | None]:
     """Distinct 127.0.0.x addresses where the OS lets clients bind them."""
     try:
         with socket.socket() as probe:
@@ -66,7 +65,7 @@ async def run(hold: int, mail: int) -> int:
         holder = mailer = None                  # type: ignore[assignment]
     rng = random.Random(7)
 
-    async def visit(source: Optional[str]) -> None:
+    async def visit(source: str | None) -> None:
         for _ in range(5):
             writer = await connect(port, source, rng.choice(ORDINARY))
             writer.close()
@@ -100,7 +99,7 @@ async def run(hold: int, mail: int) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="connguard-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--hold", type=int, default=300, help="connections the greedy source holds open")
     parser.add_argument("--mail", type=int, default=400, help="connections the spammer makes to port 25")

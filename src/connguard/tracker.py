@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 from . import _core
 
@@ -28,7 +28,8 @@ DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = {
 PATTERNS: tuple[str, ...] = tuple(_core.core.PATTERN_BITS)
 
 _OVERFLOW = ("permissive", "deny")
-_SKETCH_SATURATED = _core.core.SKETCH_BITS * math.log(_core.core.SKETCH_BITS)
+_SKETCH_BITS: int = _core.core.SKETCH_BITS
+_SKETCH_SATURATED = _SKETCH_BITS * math.log(_SKETCH_BITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,8 @@ class SourceStats:
 
 def _linear_count(bits: int) -> float:
     """Estimate how many distinct items set ``bits`` in a 64-bit sketch."""
-    m = _core.core.SKETCH_BITS
-    zeros = m - bin(bits).count("1")
-    return _SKETCH_SATURATED if zeros == 0 else -m * math.log(zeros / m)
+    zeros = _SKETCH_BITS - bin(bits).count("1")
+    return _SKETCH_SATURATED if zeros == 0 else -_SKETCH_BITS * math.log(zeros / _SKETCH_BITS)
 
 
 def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
@@ -122,12 +122,12 @@ class _TrackerAPI:
         capacity: int = 1_000_000,
         window: float = 60.0,
         concurrent_threshold: int = 256,
-        rate_threshold: Optional[float] = None,
+        rate_threshold: float | None = None,
         overflow: str = "permissive",
-        port_classes: Optional[Mapping[str, Iterable[int]]] = None,
-        clock: Optional[Callable[[], float]] = None,
+        port_classes: Mapping[str, Iterable[int]] | None = None,
+        clock: Callable[[], float] | None = None,
         shards: int = 64,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         self._ipv4_prefix = _int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
         self._ipv6_prefix = _int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
@@ -160,13 +160,13 @@ class _TrackerAPI:
         """Destination class names; "other" first."""
         return self._class_names
 
-    def stats(self, source: str, now: Optional[float] = None) -> Optional[SourceStats]:
+    def stats(self, source: str, now: float | None = None) -> SourceStats | None:
         """Return a snapshot of one source's netblock, or None when it is not tracked."""
         _, hi, lo = self.source_key(source)  # type: ignore[attr-defined]
         raw = self.stats_raw(hi, lo, now)  # type: ignore[attr-defined]
         return None if raw is None else self._to_stats(raw)
 
-    def top(self, n: int = 10, by: str = "active", now: Optional[float] = None) -> list[SourceStats]:
+    def top(self, n: int = 10, by: str = "active", now: float | None = None) -> list[SourceStats]:
         """Return the n sources ranked highest by "active", "total" or "rate"."""
         n = _int_arg("n", n, 0, 2**62)
         code = _core.core.TOP_BY.get(by)
@@ -245,4 +245,4 @@ def tracker_class(core: ModuleType) -> type[Tracker]:
         return Tracker
     cls = type("Tracker", (_TrackerAPI, core.SourceTable), {
         "__doc__": Tracker.__doc__, "__module__": __name__, "__qualname__": "Tracker"})
-    return cls  # type: ignore[return-value]
+    return cls
