@@ -9,7 +9,8 @@ the share of each pair that is Python calling, not connguard working.
 
     python benchmarks/callgrind_pair.py                 # print the counts
     python benchmarks/callgrind_pair.py --budget benchmarks/instruction_budget.json
-                                                        # exit 1 over budget
+                                                        # exit 1 over budget (on the
+                                                        # share above the loop floor)
 """
 
 from __future__ import annotations
@@ -92,16 +93,21 @@ def main() -> int:
     counts = measure()
     floor = counts.pop("floor")
     print(f"loop floor (two no-op C calls): {floor:.0f} instructions per iteration")
+    net = {family: count - floor for family, count in counts.items()}
     for family, count in counts.items():
         print(f"{family}: {count:.0f} instructions per accept+close pair "
-              f"({count - floor:.0f} above the loop floor)")
+              f"({net[family]:.0f} above the loop floor)")
     if args.budget:
+        # The budget is on connguard's own share: the loop floor moves with
+        # the Python version, connguard's work much less.
         with open(args.budget) as f:
-            budget = json.load(f)
-        over = {k: v for k, v in counts.items() if v > budget[k]}
+            budget = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+        over = {k: v for k, v in net.items() if v > budget[k]}
         for family, count in over.items():
             print(f"OVER BUDGET {family}: {count:.0f} > {budget[family]}", file=sys.stderr)
-        return 1 if over else 0
+        if over:
+            return 1
+        print("within the instruction budget")
     return 0
 
 
