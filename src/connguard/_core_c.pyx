@@ -34,7 +34,7 @@ cdef extern from *:
 
     /* Little-endian 64-bit load from any address. memcpy is how C spells an
        unaligned, alias-safe load; compilers turn it into one instruction. */
-    static inline uint64_t cg_load_le64(const unsigned char *p) {
+    static CYTHON_INLINE uint64_t cg_load_le64(const unsigned char *p) {
         uint64_t w;
         memcpy(&w, p, 8);
     #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -51,7 +51,7 @@ cdef extern from *:
     #if defined(__linux__)
     #include <time.h>
     #endif
-    static inline double cg_monotonic(void) {
+    static CYTHON_INLINE double cg_monotonic(void) {
     #if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
