@@ -497,19 +497,25 @@ cdef int classify(object destination, const uint8_t* port_class, Destination* d)
     return 0
 
 
-# --- the source table ---------------------------------------------------------
+# --- keyed tables -------------------------------------------------------------
+# A Table holds entries of one type; every entry type starts with a Header,
+# which is all the table itself reads (key, idleness, whether evictable).
 
-cdef struct Entry:
-    # 112 bytes; with the index (<= 10 bytes per entry) a tracked source costs
-    # <= 122 bytes at full capacity.
+cdef struct Header:
     uint64_t key_hi
     uint64_t key_lo
-    double first_seen
-    double last_seen          # also fixes the window bucket of cls_cur
-    uint64_t total
-    uint32_t active
-    uint8_t patterns          # PATTERN_BITS
+    double last_seen          # idleness: the smallest goes first on eviction
+    uint32_t active           # > 0: never evicted
+    uint8_t patterns          # PATTERN_BITS (source entries)
     uint8_t _pad[3]
+
+
+cdef struct Entry:
+    # A tracked source. 112 bytes; with the index (<= 10 bytes per entry) a
+    # tracked source costs <= 122 bytes at full capacity.
+    Header hdr                # hdr.last_seen also fixes the window bucket of cls_cur
+    double first_seen
+    uint64_t total
     uint16_t cls_cur[_MAX_CLASSES]    # accepts per class, current bucket (saturating)
     uint16_t cls_prev[_MAX_CLASSES]   # accepts per class, previous bucket
     uint64_t hosts_cur        # distinct-host sketches (linear counting)
@@ -539,11 +545,11 @@ cdef inline double fast_floor(double x) noexcept nogil:
 
 
 cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
-    """Advance e's window buckets to ``now`` (now >= e.last_seen)."""
+    """Advance e's window buckets to ``now`` (now >= e.hdr.last_seen)."""
     cdef double gap
-    if now == e.last_seen:         # common: the coarse clock ticks every few ms
+    if now == e.hdr.last_seen:         # common: the coarse clock ticks every few ms
         return
-    gap = fast_floor(now / window) - fast_floor(e.last_seen / window)
+    gap = fast_floor(now / window) - fast_floor(e.hdr.last_seen / window)
     if gap == 0:
         return
     if gap == 1:
@@ -574,8 +580,10 @@ cdef inline double accept_rate(Entry* e, double now, double window) noexcept nog
 
 
 cdef struct Table:
-    # One shard's open-addressing table and counters, guarded by its Shard's lock.
-    Entry* entries            # dense: entries[0:n], swap-removed on eviction
+    # One shard's open-addressing table and counters, guarded by its Shard's
+    # lock. Entries are ``esize`` bytes each and start with a Header.
+    char* entries             # dense: entries 0..n-1, swap-removed on eviction
+    uint32_t esize
     uint32_t* index           # slot -> entry position + 1; 0 is an empty slot
     uint32_t index_mask
     uint32_t n
@@ -583,21 +591,29 @@ cdef struct Table:
     uint32_t capacity         # hard bound on n
     uint64_t rng              # xorshift64* state for eviction sampling
     int64_t active_connections
-    uint32_t active_sources
-    uint32_t flagged_sources
+    uint32_t active_sources   # entries with hdr.active > 0: never evicted
+    uint32_t flagged_sources  # entries with hdr.patterns != 0
     uint64_t evictions
     uint64_t overflows
 
 
 @cython.final
 cdef class Shard:
-    """The lock of one shard: SourceTable._tables[i] is guarded by _shards[i].lock.
+    """The lock of one shard: a table's _tables[i] is guarded by _shards[i].lock.
 
     A scalar pymutex in its own small object: a C array of pymutex crashes on
     CPython < 3.13, where Cython backs each one with a PyThread lock.
     """
 
     cdef cython.pymutex lock
+
+
+cdef inline Header* table_at(Table* self, uint32_t pos) noexcept nogil:
+    return <Header*>(self.entries + <size_t>pos * self.esize)
+
+
+cdef inline uint32_t table_home(Table* self, Header* e, uint64_t seed) noexcept nogil:
+    return <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
 
 
 cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
@@ -608,28 +624,31 @@ cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
     self.rng = x
     return x * 0x2545F4914F6CDD1DULL
 
-cdef inline Py_ssize_t table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
+
+cdef inline Header* table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
+    """Return the entry for a key, or NULL."""
     cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
     cdef uint32_t ix
-    cdef Entry* e
+    cdef Header* e
     if self.index == NULL:
-        return -1
+        return NULL
     while True:
         ix = self.index[slot]
         if ix == 0:
-            return -1
-        e = &self.entries[ix - 1]
+            return NULL
+        e = table_at(self, ix - 1)
         if e.key_lo == lo and e.key_hi == hi:
-            return ix - 1
+            return e
         slot = (slot + 1) & self.index_mask
 
+
 cdef uint32_t table_slot_of(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
-    """Return the index slot that points at entries[pos]."""
-    cdef Entry* e = &self.entries[pos]
-    cdef uint32_t slot = <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
+    """Return the index slot that points at entry ``pos``."""
+    cdef uint32_t slot = table_home(self, table_at(self, pos), seed)
     while self.index[slot] != pos + 1:
         slot = (slot + 1) & self.index_mask
     return slot
+
 
 cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     """Double the entry array (up to capacity) and rebuild the index.
@@ -639,13 +658,13 @@ cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     """
     cdef uint32_t want = self.allocated * 2 if self.allocated else 16
     cdef uint32_t slots = 8, i, slot
-    cdef Entry* entries
+    cdef char* entries
     cdef uint32_t* index
     if want > self.capacity:
         want = self.capacity
     while slots < want + want // 4:          # load factor <= 0.8
         slots *= 2
-    entries = <Entry*>realloc(self.entries, want * sizeof(Entry))
+    entries = <char*>realloc(self.entries, <size_t>want * self.esize)
     if entries == NULL:
         return False
     self.entries = entries
@@ -657,14 +676,15 @@ cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     self.index_mask = slots - 1
     self.allocated = want
     for i in range(self.n):
-        slot = <uint32_t>(key_hash(entries[i].key_hi, entries[i].key_lo, seed) >> 8) & self.index_mask
+        slot = table_home(self, table_at(self, i), seed)
         while index[slot] != 0:
             slot = (slot + 1) & self.index_mask
         index[slot] = i + 1
     return True
 
+
 cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
-    """Drop entries[pos]: backward-shift delete in the index, swap-remove."""
+    """Drop entry ``pos``: backward-shift delete in the index, swap-remove."""
     cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last
     cdef uint32_t mask = self.index_mask
     j = hole
@@ -672,8 +692,7 @@ cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
         j = (j + 1) & mask
         if self.index[j] == 0:
             break
-        home = <uint32_t>(key_hash(self.entries[self.index[j] - 1].key_hi,
-                                   self.entries[self.index[j] - 1].key_lo, seed) >> 8) & mask
+        home = table_home(self, table_at(self, self.index[j] - 1), seed)
         # Move j into the hole unless its home lies cyclically in (hole, j].
         if ((j - home) & mask) >= ((j - hole) & mask):
             self.index[hole] = self.index[j]
@@ -683,71 +702,82 @@ cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
     last = self.n
     if pos != last:
         self.index[table_slot_of(self, last, seed)] = pos + 1
-        self.entries[pos] = self.entries[last]
+        memcpy(table_at(self, pos), table_at(self, last), self.esize)
+
 
 cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
-    """Evict the idlest of a few sampled sources with no active connection.
+    """Evict the idlest of a few sampled entries that are not busy.
 
     When the samples are all busy, scan from a random point: an idle
-    source exists (checked first), so the scan ends, and it only runs
-    when nearly every tracked source is busy.
+    entry exists (checked first), so the scan ends, and it only runs
+    when nearly every entry is busy.
     """
     cdef uint32_t _sample, i, best = 0
     cdef bint found = False
+    cdef Header* e
     if self.n == 0 or self.active_sources >= self.n:
         return False
     for _sample in range(_SAMPLES):
         i = <uint32_t>(table_next_random(self) % self.n)
-        if self.entries[i].active == 0 and (
-                not found or self.entries[i].last_seen < self.entries[best].last_seen):
+        e = table_at(self, i)
+        if e.active == 0 and (not found or e.last_seen < table_at(self, best).last_seen):
             best = i
             found = True
     if not found:
         i = <uint32_t>(table_next_random(self) % self.n)
-        while self.entries[i].active != 0:
+        while table_at(self, i).active != 0:
             i = (i + 1) % self.n
         best = i
-    if self.entries[best].patterns:
+    if table_at(self, best).patterns:
         self.flagged_sources -= 1
     table_remove(self, best, seed)
     self.evictions += 1
     return True
 
+
+cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                          uint64_t seed) noexcept nogil:
+    """Add a zeroed entry for a new key; NULL (an overflow) when there is no room."""
+    cdef uint32_t slot, pos
+    cdef Header* e
+    if self.n >= self.capacity and not table_evict_one(self, seed):
+        self.overflows += 1
+        return NULL
+    if self.n >= self.allocated and not table_grow(self, seed):
+        self.overflows += 1
+        return NULL
+    pos = self.n
+    self.n += 1
+    e = table_at(self, pos)
+    memset(e, 0, self.esize)
+    e.key_hi = hi
+    e.key_lo = lo
+    e.last_seen = now
+    slot = <uint32_t>(h >> 8) & self.index_mask
+    while self.index[slot] != 0:
+        slot = (slot + 1) & self.index_mask
+    self.index[slot] = pos + 1
+    return e
+
+
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
                       double now, const Config* cfg) noexcept nogil:
     """Count one accepted connection; 1 when tracked, 0 when there was no room."""
-    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
-    cdef Entry* e
-    cdef uint32_t slot
+    cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
-    if pos < 0:
-        if self.n >= self.capacity and not table_evict_one(self, cfg.seed):
-            self.overflows += 1
+    if e == NULL:
+        e = <Entry*>table_insert(self, hi, lo, h, now, cfg.seed)
+        if e == NULL:
             return 0
-        if self.n >= self.allocated and not table_grow(self, cfg.seed):
-            self.overflows += 1
-            return 0
-        pos = self.n
-        self.n += 1
-        e = &self.entries[pos]
-        memset(e, 0, sizeof(Entry))
-        e.key_hi = hi
-        e.key_lo = lo
         e.first_seen = now
-        e.last_seen = now
-        slot = <uint32_t>(h >> 8) & self.index_mask
-        while self.index[slot] != 0:
-            slot = (slot + 1) & self.index_mask
-        self.index[slot] = <uint32_t>pos + 1
     else:
-        e = &self.entries[pos]
-        if now < e.last_seen:                # time never runs back per source
-            now = e.last_seen
+        if now < e.hdr.last_seen:                # time never runs back per source
+            now = e.hdr.last_seen
         roll(e, now, cfg.window)
-        e.last_seen = now
-    before = e.patterns
-    e.active += 1
-    if e.active == 1:
+        e.hdr.last_seen = now
+    before = e.hdr.patterns
+    e.hdr.active += 1
+    if e.hdr.active == 1:
         self.active_sources += 1
     self.active_connections += 1
     e.total += 1
@@ -755,54 +785,52 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
         e.cls_cur[d.cls] += 1
     e.hosts_cur |= d.host_bit
     e.ports_cur |= d.port_bit
-    if e.active >= cfg.concurrent_threshold:
-        e.patterns |= _FLOOD
+    if e.hdr.active >= cfg.concurrent_threshold:
+        e.hdr.patterns |= _FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.patterns == 0):
+    if (before == 0) != (e.hdr.patterns == 0):
         self.flagged_sources += 1 if before == 0 else -1
     return 1
+
 
 cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
                       const Config* cfg) noexcept nogil:
     """Count one closed connection; an unknown or idle source is a no-op."""
-    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
-    cdef Entry* e
+    cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
-    if pos < 0:
+    if e == NULL or e.hdr.active == 0:
         return False
-    e = &self.entries[pos]
-    if e.active == 0:
-        return False
-    if now < e.last_seen:
-        now = e.last_seen
+    if now < e.hdr.last_seen:
+        now = e.hdr.last_seen
     roll(e, now, cfg.window)
-    e.last_seen = now
-    before = e.patterns
-    e.active -= 1
+    e.hdr.last_seen = now
+    before = e.hdr.patterns
+    e.hdr.active -= 1
     self.active_connections -= 1
-    if e.active == 0:
+    if e.hdr.active == 0:
         self.active_sources -= 1
-        e.patterns &= ~_FLOOD
+        e.hdr.patterns &= ~_FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.patterns == 0):
+    if (before == 0) != (e.hdr.patterns == 0):
         self.flagged_sources += 1 if before == 0 else -1
     return True
 
-cdef bint table_copy(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Entry* out) noexcept nogil:
-    """Copy the entry for a key into ``out``; False when it is not tracked."""
-    cdef Py_ssize_t pos = table_find(self, hi, lo, h)
-    if pos < 0:
+
+cdef bint table_copy(Table* self, uint64_t hi, uint64_t lo, uint64_t h, void* out) noexcept nogil:
+    """Copy the entry for a key into ``out``; False when there is none."""
+    cdef Header* e = table_find(self, hi, lo, h)
+    if e == NULL:
         return False
-    out[0] = self.entries[pos]
+    memcpy(out, e, self.esize)
     return True
 
 
 cdef inline void update_rate_flag(Entry* e, double now, const Config* cfg) noexcept nogil:
     # rate_threshold is +inf when the pattern is off: skip the windowed sum.
     if isfinite(cfg.rate_threshold) and accept_rate(e, now, cfg.window) > cfg.rate_threshold:
-        e.patterns |= _RATE
+        e.hdr.patterns |= _RATE
     else:
-        e.patterns &= ~_RATE
+        e.hdr.patterns &= ~_RATE
 
 
 cdef struct Ranked:
@@ -875,6 +903,7 @@ cdef class SourceTable:
             # Spread the remainder so the shard capacities sum to capacity.
             self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
             self._tables[i].rng = fmix64(seed + i + 1) | 1
+            self._tables[i].esize = sizeof(Entry)
         self._shard_mask = shards - 1
         self._shards = tuple([Shard() for _ in range(shards)])
 
@@ -1045,7 +1074,7 @@ cdef uint64_t table_bytes(Table* self) noexcept nogil:
     """Bytes held by one table's entry array and index."""
     if self.index == NULL:
         return 0
-    return self.allocated * sizeof(Entry) + (self.index_mask + 1) * sizeof(uint32_t)
+    return <uint64_t>self.allocated * self.esize + (self.index_mask + 1) * sizeof(uint32_t)
 
 
 cdef void _add_counters(Table* s, int64_t* sums) noexcept nogil:
@@ -1061,17 +1090,19 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* out, Py_ssize_t filled, int by,
                             double now, double window) noexcept nogil:
     cdef uint32_t j
     cdef Entry e
+    cdef Entry* entry
     cdef double t
     for j in range(s.n):
-        out[filled].key_hi = s.entries[j].key_hi
-        out[filled].key_lo = s.entries[j].key_lo
+        entry = <Entry*>table_at(s, j)
+        out[filled].key_hi = entry.hdr.key_hi
+        out[filled].key_lo = entry.hdr.key_lo
         if by == 0:
-            out[filled].score = s.entries[j].active
+            out[filled].score = entry.hdr.active
         elif by == 1:
-            out[filled].score = <double>s.entries[j].total
+            out[filled].score = <double>entry.total
         else:
-            e = s.entries[j]                     # a copy: ranking never mutates
-            t = now if now > e.last_seen else e.last_seen
+            e = entry[0]                         # a copy: ranking never mutates
+            t = now if now > e.hdr.last_seen else e.hdr.last_seen
             roll(&e, t, window)
             out[filled].score = accept_rate(&e, t, window)
         filled += 1
@@ -1080,11 +1111,11 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* out, Py_ssize_t filled, int by,
 
 cdef tuple _raw(Entry* e, double now, double window):
     """Pack a copied entry, advanced to ``now``, for the Python side."""
-    if now < e.last_seen:
-        now = e.last_seen
+    if now < e.hdr.last_seen:
+        now = e.hdr.last_seen
     roll(e, now, window)
-    return (e.key_hi, e.key_lo, e.active, e.total, e.first_seen, e.last_seen,
-            e.patterns, now,
+    return (e.hdr.key_hi, e.hdr.key_lo, e.hdr.active, e.total, e.first_seen, e.hdr.last_seen,
+            e.hdr.patterns, now,
             tuple([e.cls_cur[c] for c in range(_MAX_CLASSES)]),
             tuple([e.cls_prev[c] for c in range(_MAX_CLASSES)]),
             e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
