@@ -407,15 +407,17 @@ cdef inline uint64_t _ascii_lower8(uint64_t w) noexcept nogil:
     return w | (upper >> 2)
 
 
-cdef uint64_t _host_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
-    """Hash host text, ASCII case folded (hosts are case-insensitive).
+cdef uint64_t _text_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end,
+                         uint64_t seed, bint fold_case) noexcept:
+    """Hash text, ASCII case folded if asked (hosts are case-insensitive).
 
     Text stored one byte per character is read 8 bytes per step; wider text
-    one code point per step. The host and its destination always share a
+    one code point per step. A host and its destination always share a
     storage kind (the rest of a destination is ASCII), so _core_py can choose
     the same way from the host alone.
     """
-    cdef uint64_t h = _FNV_OFFSET ^ <uint64_t>(end - start)
+    cdef uint64_t h = seed ^ <uint64_t>(end - start)
+    cdef uint64_t w
     cdef const uint8_t* p
     cdef uint8_t tail[8]
     cdef Py_ssize_t i
@@ -424,17 +426,19 @@ cdef uint64_t _host_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end)
         p = <const uint8_t*>data + start
         i = end - start
         while i >= 8:
-            h = _mix_word(h, _ascii_lower8(cg_load_le64(p)))
+            w = cg_load_le64(p)
+            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
             p += 8
             i -= 8
         if i:
             memset(tail, 0, 8)
             memcpy(tail, p, i)
-            h = _mix_word(h, _ascii_lower8(cg_load_le64(tail)))
+            w = cg_load_le64(tail)
+            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
         return h
     for i in range(start, end):
         c = PyUnicode_READ(kind, data, i)
-        if 65 <= c <= 90:
+        if fold_case and 65 <= c <= 90:
             c += 32
         h = _mix_word(h, c)
     return h
@@ -490,7 +494,7 @@ cdef int classify(object destination, const uint8_t* port_class, Destination* d)
             port = _port_in(kind, data, colon + 1, n)
             if port >= 0:
                 host_end = colon
-    d.host_bit = sketch_bit(_host_hash(kind, data, host_start, host_end))
+    d.host_bit = sketch_bit(_text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True))
     if port >= 0:
         d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
         d.cls = port_class[port]
@@ -852,49 +856,35 @@ cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
     return 0
 
 
-cdef class SourceTable:
-    """Per-source connection counts in sharded, bounded hash tables.
+cdef class ShardedTable:
+    """Sharded, bounded tables of one entry type, keyed by netblock or text.
 
-    The public face is connguard.Tracker, which validates arguments and
-    turns the raw tuples returned here into SourceStats.
+    Shared by SourceTable, BanTable and BucketTable: the shards and their
+    locks, the clock, source-address keys, and the aggregate counters.
     """
 
-    # Written once in __init__, read-only afterwards (no lock needed); the
+    # Written once in _setup, read-only afterwards (no lock needed); the
     # contents of _tables[i] are guarded by _shards[i].lock.
     cdef tuple _shards        # Shard objects: the locks
     cdef Table* _tables       # one per shard, in C memory: no refcounting on the hot path
     cdef uint64_t _shard_mask
-    cdef Config _cfg
+    cdef uint64_t _seed
     cdef uint64_t _mask_hi
     cdef uint64_t _mask_lo
     cdef uint32_t _mask_v4
-    cdef bint _deny
-    cdef uint8_t* _port_class
     cdef object _clock
 
-    def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
-                 uint32_t concurrent_threshold, double rate_threshold,
-                 int ipv4_prefix, int ipv6_prefix, bint deny,
-                 bytes port_classes not None, object clock, uint64_t seed):
+    cdef int _setup(self, uint64_t capacity, uint32_t shards, uint32_t esize, int ipv4_prefix,
+                    int ipv6_prefix, object clock, uint64_t seed) except -1:
         cdef uint32_t i
         if self._shards is not None:
-            raise RuntimeError("SourceTable is already initialised")
+            raise RuntimeError(f"{type(self).__name__} is already initialised")
         if shards == 0 or shards & (shards - 1) or capacity < shards:
             raise ValueError("shards must be a power of two no larger than capacity")
-        if len(port_classes) != 65536 or max(port_classes) >= _MAX_CLASSES:
-            raise ValueError("port_classes must map all 65536 ports to a class id")
-        self._port_class = <uint8_t*>malloc(65536)
-        if self._port_class == NULL:
-            raise MemoryError()
-        memcpy(self._port_class, <const char*>port_classes, 65536)
-        self._cfg.window = window
-        self._cfg.rate_threshold = rate_threshold
-        self._cfg.concurrent_threshold = concurrent_threshold
-        self._cfg.seed = seed
-        self._mask_v4 = 0 if ipv4_prefix == 0 else (~<uint32_t>0) << (32 - ipv4_prefix)
+        self._seed = seed
+        self._mask_v4 = 0 if ipv4_prefix <= 0 else (~<uint32_t>0) << (32 - min(ipv4_prefix, 32))
         self._mask_hi = _prefix_mask(ipv6_prefix)
         self._mask_lo = _prefix_mask(ipv6_prefix - 64)
-        self._deny = deny
         self._clock = clock
         self._tables = <Table*>calloc(shards, sizeof(Table))
         if self._tables == NULL:
@@ -903,9 +893,10 @@ cdef class SourceTable:
             # Spread the remainder so the shard capacities sum to capacity.
             self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
             self._tables[i].rng = fmix64(seed + i + 1) | 1
-            self._tables[i].esize = sizeof(Entry)
+            self._tables[i].esize = esize
         self._shard_mask = shards - 1
         self._shards = tuple([Shard() for _ in range(shards)])
+        return 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -914,7 +905,6 @@ cdef class SourceTable:
                 free(self._tables[i].entries)
                 free(self._tables[i].index)
             free(self._tables)
-        free(self._port_class)
 
     cdef inline double _now(self, object now) except? -1.0:
         cdef double t
@@ -939,6 +929,85 @@ cdef class SourceTable:
             hi[0] &= self._mask_hi
             lo[0] &= self._mask_lo
         return family
+
+    def source_key(self, source):
+        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
+        cdef uint64_t hi, lo
+        family = self._key(source, &hi, &lo)
+        return family, hi, lo
+
+    def counters(self):
+        """Return (active_connections, active_sources, tracked_sources,
+        flagged_sources, evictions, overflows), summed over the shards."""
+        cdef int64_t sums[6]
+        cdef Py_ssize_t i
+        memset(sums, 0, sizeof(sums))
+        for i in range(self._shard_mask + 1):
+            if CG_SHARD_LOCKS:
+                with self._lock_of(i).lock:
+                    _add_counters(&self._tables[i], sums)
+            else:
+                _add_counters(&self._tables[i], sums)
+        return tuple([sums[i] for i in range(6)])
+
+    def memory_bytes(self):
+        """Return the bytes this table holds: C tables and shard objects."""
+        cdef uint64_t total = (self._shard_mask + 1) * sizeof(Table)
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            if CG_SHARD_LOCKS:
+                with self._lock_of(i).lock:
+                    total += table_bytes(&self._tables[i])
+            else:
+                total += table_bytes(&self._tables[i])
+            total += self._shards[i].__sizeof__()
+        return total
+
+    @property
+    def capacity(self):
+        """The hard bound on entries."""
+        cdef uint64_t total = 0
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            total += self._tables[i].capacity   # written once in _setup
+        return total
+
+    @property
+    def shards(self):
+        return len(self._shards)
+
+
+cdef class SourceTable(ShardedTable):
+    """Per-source connection counts in sharded, bounded hash tables.
+
+    The public face is connguard.Tracker, which validates arguments and
+    turns the raw tuples returned here into SourceStats.
+    """
+
+    # Written once in __init__, read-only afterwards.
+    cdef Config _cfg
+    cdef bint _deny
+    cdef uint8_t* _port_class
+
+    def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
+                 uint32_t concurrent_threshold, double rate_threshold,
+                 int ipv4_prefix, int ipv6_prefix, bint deny,
+                 bytes port_classes not None, object clock, uint64_t seed):
+        if len(port_classes) != 65536 or max(port_classes) >= _MAX_CLASSES:
+            raise ValueError("port_classes must map all 65536 ports to a class id")
+        self._setup(capacity, shards, sizeof(Entry), ipv4_prefix, ipv6_prefix, clock, seed)
+        self._port_class = <uint8_t*>malloc(65536)
+        if self._port_class == NULL:
+            raise MemoryError()
+        memcpy(self._port_class, <const char*>port_classes, 65536)
+        self._cfg.window = window
+        self._cfg.rate_threshold = rate_threshold
+        self._cfg.concurrent_threshold = concurrent_threshold
+        self._cfg.seed = seed
+        self._deny = deny
+
+    def __dealloc__(self):
+        free(self._port_class)
 
     # binding=False: a plain method descriptor, called through CPython's own
     # vectorcall, skips the CyFunction dispatch layer on the hot path.
@@ -975,12 +1044,6 @@ cdef class SourceTable:
         else:
             closed = table_close(&self._tables[i], hi, lo, h, t, &self._cfg)
         return closed
-
-    def source_key(self, source):
-        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
-        cdef uint64_t hi, lo
-        family = self._key(source, &hi, &lo)
-        return family, hi, lo
 
     def stats_raw(self, uint64_t hi, uint64_t lo, now=None):
         """Return one source's raw counters, windows advanced to ``now``, or None."""
@@ -1020,45 +1083,240 @@ cdef class SourceTable:
         finally:
             free(ranked)
 
-    def counters(self):
-        """Return (active_connections, active_sources, tracked_sources,
-        flagged_sources, evictions, overflows), summed over the shards."""
-        cdef int64_t sums[6]
-        cdef Py_ssize_t i
-        memset(sums, 0, sizeof(sums))
-        for i in range(self._shard_mask + 1):
-            if CG_SHARD_LOCKS:
-                with self._lock_of(i).lock:
-                    _add_counters(&self._tables[i], sums)
-            else:
-                _add_counters(&self._tables[i], sums)
-        return tuple([sums[i] for i in range(6)])
-
     def memory_bytes(self):
         """Return the bytes this table holds: C tables, port classes, shard objects."""
-        cdef uint64_t total = 65536 + (self._shard_mask + 1) * sizeof(Table)
-        cdef Py_ssize_t i
+        return ShardedTable.memory_bytes(self) + 65536
+
+
+# --- bans ---------------------------------------------------------------------
+# A ban is a bare Header: hdr.last_seen holds the time the ban ends, so the
+# sampled eviction of a full table drops the ban that ends soonest.
+
+cdef class BanTable(ShardedTable):
+    """Ban expiry per netblock: the hot-path half of connguard.BanManager."""
+
+    def __init__(self, *, uint64_t capacity, uint32_t shards, int ipv4_prefix,
+                 int ipv6_prefix, object clock, uint64_t seed):
+        self._setup(capacity, shards, sizeof(Header), ipv4_prefix, ipv6_prefix, clock, seed)
+
+    @cython.binding(False)
+    def is_banned(self, source, now=None):
+        """Return True while the source's netblock is banned."""
+        cdef uint64_t hi, lo, h
+        cdef Header* e
+        cdef bint banned
+        self._key(source, &hi, &lo)
+        cdef double t = self._now(now)
+        h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                e = table_find(&self._tables[i], hi, lo, h)
+                banned = e != NULL and e.last_seen > t
+        else:
+            e = table_find(&self._tables[i], hi, lo, h)
+            banned = e != NULL and e.last_seen > t
+        return banned
+
+    def set_until(self, uint64_t hi, uint64_t lo, double until):
+        """Ban a key until ``until``; False when the table had no room."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef bint stored
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                stored = ban_set(&self._tables[i], hi, lo, h, until, self._seed)
+        else:
+            stored = ban_set(&self._tables[i], hi, lo, h, until, self._seed)
+        return stored
+
+    def clear(self, uint64_t hi, uint64_t lo):
+        """Lift a key's ban; False when it had none."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef bint cleared
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                cleared = table_delete(&self._tables[i], hi, lo, h, self._seed)
+        else:
+            cleared = table_delete(&self._tables[i], hi, lo, h, self._seed)
+        return cleared
+
+    def until(self, uint64_t hi, uint64_t lo):
+        """Return when a key's ban ends, or None when it has none."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef Header e
+        cdef bint found
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                found = table_copy(&self._tables[i], hi, lo, h, &e)
+        else:
+            found = table_copy(&self._tables[i], hi, lo, h, &e)
+        return e.last_seen if found else None
+
+    def active(self, now=None):
+        """Count the bans in force at ``now``."""
+        cdef double t = self._now(now)
+        cdef Py_ssize_t i, count = 0
         for i in range(self._shard_mask + 1):
             if CG_SHARD_LOCKS:
                 with self._lock_of(i).lock:
-                    total += table_bytes(&self._tables[i])
+                    count += ban_count(&self._tables[i], t)
             else:
-                total += table_bytes(&self._tables[i])
-            total += self._shards[i].__sizeof__()
-        return total
+                count += ban_count(&self._tables[i], t)
+        return count
 
-    @property
-    def capacity(self):
-        """The hard bound on tracked sources."""
-        cdef uint64_t total = 0
-        cdef Py_ssize_t i
-        for i in range(self._shard_mask + 1):
-            total += self._tables[i].capacity   # written once in __init__
-        return total
 
-    @property
-    def shards(self):
-        return len(self._shards)
+cdef bint ban_set(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double until,
+                  uint64_t seed) noexcept nogil:
+    cdef Header* e = table_find(self, hi, lo, h)
+    if e == NULL:
+        e = table_insert(self, hi, lo, h, until, seed)
+        if e == NULL:
+            return False
+    e.last_seen = until
+    return True
+
+
+cdef Py_ssize_t ban_count(Table* self, double now) noexcept nogil:
+    cdef uint32_t j
+    cdef Py_ssize_t count = 0
+    for j in range(self.n):
+        if table_at(self, j).last_seen > now:
+            count += 1
+    return count
+
+
+cdef bint table_delete(Table* self, uint64_t hi, uint64_t lo, uint64_t h, uint64_t seed) noexcept nogil:
+    """Remove a key's entry; False when there is none."""
+    cdef Header* e = table_find(self, hi, lo, h)
+    if e == NULL:
+        return False
+    table_remove(self, <uint32_t>((<char*>e - self.entries) // self.esize), seed)
+    return True
+
+
+# --- rate limiting ------------------------------------------------------------
+
+cdef struct Bucket:
+    Header hdr                # hdr.last_seen: when the tokens were last refilled
+    double tokens
+    double last_violation
+    uint32_t violations       # denied requests in the current violation window
+    uint32_t _pad
+
+
+cdef struct LimitConfig:
+    double rate               # tokens per second
+    double burst              # bucket size; a new key starts full
+    double violation_window   # the count restarts after this long without one
+    uint32_t warn_after       # violations up to this many are warnings
+    uint32_t abuse_after      # from this many on, rate_limit_abuse
+
+
+cdef enum:
+    TAKE_ALLOWED = 0
+    TAKE_WARNING = 1
+    TAKE_VIOLATION = 2
+    TAKE_ABUSE = 3
+
+
+cdef int bucket_take(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                     const LimitConfig* cfg, uint64_t seed) noexcept nogil:
+    """Spend one token; return TAKE_ALLOWED or the escalation level of the denial."""
+    cdef Bucket* b = <Bucket*>table_find(self, hi, lo, h)
+    cdef double tokens
+    if b == NULL:
+        b = <Bucket*>table_insert(self, hi, lo, h, now, seed)
+        if b == NULL:                            # out of memory: allow, counted as overflow
+            return TAKE_ALLOWED
+        b.tokens = cfg.burst
+    elif now > b.hdr.last_seen:                  # time never runs back per key
+        tokens = b.tokens + (now - b.hdr.last_seen) * cfg.rate
+        b.tokens = cfg.burst if tokens > cfg.burst else tokens
+        b.hdr.last_seen = now
+    if b.tokens >= 1.0:
+        b.tokens -= 1.0
+        return TAKE_ALLOWED
+    if b.violations and now - b.last_violation > cfg.violation_window:
+        b.violations = 0
+    if b.violations < 0xFFFFFFFFU:
+        b.violations += 1
+    b.last_violation = now
+    if b.violations <= cfg.warn_after:
+        return TAKE_WARNING
+    if b.violations < cfg.abuse_after:
+        return TAKE_VIOLATION
+    return TAKE_ABUSE
+
+
+cdef class BucketTable(ShardedTable):
+    """Token buckets per key with escalating violations: connguard.RateLimiter's core."""
+
+    cdef LimitConfig _cfg     # written once in __init__
+
+    def __init__(self, *, uint64_t capacity, uint32_t shards, double rate, double burst,
+                 uint32_t warn_after, uint32_t abuse_after, double violation_window,
+                 object clock, uint64_t seed):
+        self._setup(capacity, shards, sizeof(Bucket), 32, 128, clock, seed)
+        self._cfg.rate = rate
+        self._cfg.burst = burst
+        self._cfg.warn_after = warn_after
+        self._cfg.abuse_after = abuse_after
+        self._cfg.violation_window = violation_window
+
+    cdef inline int _bucket_key(self, object key, uint64_t* hi, uint64_t* lo) except -1:
+        cdef Py_ssize_t n
+        if not PyUnicode_Check(key):
+            raise _not_str(key, "key")
+        n = PyUnicode_GET_LENGTH(key)
+        # Two independent 64-bit hashes: a 128-bit key, so distinct keys
+        # never share a bucket in practice, and no key text is stored.
+        hi[0] = _text_hash(PyUnicode_KIND(key), PyUnicode_DATA(key), 0, n,
+                           self._seed ^ _GOLDEN, False)
+        lo[0] = _text_hash(PyUnicode_KIND(key), PyUnicode_DATA(key), 0, n,
+                           self._seed ^ _PORT_SALT, False)
+        return 0
+
+    cdef inline int _take(self, object key, object now) except -1:
+        cdef uint64_t hi, lo, h
+        cdef int code
+        self._bucket_key(key, &hi, &lo)
+        cdef double t = self._now(now)
+        h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                code = bucket_take(&self._tables[i], hi, lo, h, t, &self._cfg, self._seed)
+        else:
+            code = bucket_take(&self._tables[i], hi, lo, h, t, &self._cfg, self._seed)
+        return code
+
+    @cython.binding(False)
+    def allow(self, key, now=None):
+        """Spend a token for ``key``; True when one was there."""
+        return self._take(key, now) == TAKE_ALLOWED
+
+    @cython.binding(False)
+    def take(self, key, now=None):
+        """Spend a token for ``key``; 0 allowed, else 1 warning, 2 violation, 3 abuse."""
+        return self._take(key, now)
+
+    def state(self, key, now=None):
+        """Return ``(tokens, violations)`` for a key as of its last request, or None."""
+        cdef uint64_t hi, lo, h
+        cdef Bucket b
+        cdef bint found
+        self._bucket_key(key, &hi, &lo)
+        h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                found = table_copy(&self._tables[i], hi, lo, h, &b)
+        else:
+            found = table_copy(&self._tables[i], hi, lo, h, &b)
+        return (b.tokens, b.violations) if found else None
 
 
 cdef uint64_t _prefix_mask(int bits) noexcept:

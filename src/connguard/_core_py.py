@@ -232,20 +232,22 @@ def _mix_word(h: int, word: int) -> int:
 _ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 
 
-def _host_hash(host: str) -> int:
-    """Hash host text, ASCII case folded (hosts are case-insensitive).
+def _text_hash(text: str, seed: int, fold_case: bool) -> int:
+    """Hash text, ASCII case folded if asked, as _core_c's _text_hash.
 
     Text whose code points all fit a byte is read 8 bytes per step (little
-    endian); wider text one code point per step, as _core_c does.
+    endian); wider text one code point per step.
     """
-    h = _FNV_OFFSET ^ len(host)
+    h = seed ^ len(text)
     try:
-        data = host.encode("latin-1").translate(_ASCII_LOWER)
+        data = text.encode("latin-1")
     except UnicodeEncodeError:
-        for ch in host:
+        for ch in text:
             c = ord(ch)
-            h = _mix_word(h, c + 32 if 65 <= c <= 90 else c)
+            h = _mix_word(h, c + 32 if fold_case and 65 <= c <= 90 else c)
         return h
+    if fold_case:
+        data = data.translate(_ASCII_LOWER)
     for i in range(0, len(data), 8):
         h = _mix_word(h, int.from_bytes(data[i:i + 8], "little"))
     return h
@@ -276,7 +278,7 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
             port = _port_in(destination[colon + 1:])
             if port >= 0:
                 host = destination[:colon]
-    host_bit = sketch_bit(_host_hash(host))
+    host_bit = sketch_bit(_text_hash(host, _FNV_OFFSET, True))
     if port >= 0:
         return port_class[port], host_bit, sketch_bit(port ^ _PORT_SALT)
     return 0, host_bit, 0
@@ -284,35 +286,47 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
 
 # --- the source table ---------------------------------------------------------
 
-class Entry:
-    __slots__ = ("key_hi", "key_lo", "first_seen", "last_seen", "total", "active",
-                 "patterns", "cls_cur", "cls_prev", "hosts_cur", "hosts_prev",
-                 "ports_cur", "ports_prev")
+class Header:
+    """What every table entry starts with; all the table itself reads."""
+
+    __slots__ = ("key_hi", "key_lo", "last_seen", "active", "patterns")
 
     def __init__(self, hi: int, lo: int, now: float) -> None:
         self.key_hi = hi
         self.key_lo = lo
+        self.last_seen = now      # idleness: the smallest goes first on eviction
+        self.active = 0           # > 0: never evicted
+        self.patterns = 0         # PATTERN_BITS (source entries)
+
+    def copy(self) -> Any:
+        other = object.__new__(type(self))
+        for cls in type(self).__mro__[:-1]:
+            for name in cls.__dict__.get("__slots__", ()):
+                value = getattr(self, name)
+                setattr(other, name, list(value) if isinstance(value, list) else value)
+        return other
+
+
+class Entry(Header):
+    """A tracked source."""
+
+    __slots__ = ("first_seen", "total", "cls_cur", "cls_prev", "hosts_cur", "hosts_prev",
+                 "ports_cur", "ports_prev")
+
+    def __init__(self, hi: int, lo: int, now: float) -> None:
+        super().__init__(hi, lo, now)
         self.first_seen = now
-        self.last_seen = now
         self.total = 0
-        self.active = 0
-        self.patterns = 0
         self.cls_cur = [0] * MAX_CLASSES
         self.cls_prev = [0] * MAX_CLASSES
         self.hosts_cur = self.hosts_prev = 0
         self.ports_cur = self.ports_prev = 0
 
-    def copy(self) -> Entry:
-        e = Entry(self.key_hi, self.key_lo, self.first_seen)
-        for name in Entry.__slots__:
-            setattr(e, name, getattr(self, name))
-        e.cls_cur = list(self.cls_cur)
-        e.cls_prev = list(self.cls_prev)
-        return e
-
 
 def roll(e: Entry, now: float, window: float) -> None:
     """Advance e's window buckets to ``now`` (now >= e.last_seen)."""
+    if now == e.last_seen:
+        return
     gap = math.floor(now / window) - math.floor(e.last_seen / window)
     if gap == 0:
         return
@@ -350,7 +364,7 @@ class Config:
 
 
 class Shard:
-    """The lock of one shard: SourceTable._tables[i] is guarded by _shards[i].lock."""
+    """The lock of one shard: a table's _tables[i] is guarded by _shards[i].lock."""
 
     __slots__ = ("lock",)
 
@@ -361,9 +375,10 @@ class Shard:
 class Table:
     """One shard's table and counters, guarded by its Shard's lock."""
 
-    def __init__(self, capacity: int, rng: int) -> None:
-        self.entries: list[Entry] = []       # dense, swap-removed on eviction
+    def __init__(self, capacity: int, rng: int, factory: Callable[[int, int, float], Any]) -> None:
+        self.entries: list[Any] = []         # dense, swap-removed on eviction
         self.index: dict[tuple[int, int], int] = {}
+        self.factory = factory               # makes a zeroed entry of this table's type
         self.capacity = capacity
         self.rng = rng
         self.active_connections = 0
@@ -384,8 +399,10 @@ class Table:
         self.rng = x
         return (x * 0x2545F4914F6CDD1D) & _M64
 
-    def find(self, hi: int, lo: int) -> int:
-        return self.index.get((hi, lo), -1)
+    def find(self, hi: int, lo: int) -> Any:
+        """Return the entry for a key, or None."""
+        pos = self.index.get((hi, lo))
+        return None if pos is None else self.entries[pos]
 
     def remove(self, pos: int) -> None:
         e = self.entries[pos]
@@ -396,7 +413,7 @@ class Table:
             self.index[(last.key_hi, last.key_lo)] = pos
 
     def evict_one(self) -> bool:
-        """Evict the idlest of a few sampled sources with no active connection."""
+        """Evict the idlest of a few sampled entries that are not busy."""
         n = len(self.entries)
         if n == 0 or self.active_sources >= n:
             return False
@@ -417,68 +434,81 @@ class Table:
         self.evictions += 1
         return True
 
-    def accept(self, hi: int, lo: int, d: tuple[int, int, int], now: float,
-               cfg: Config) -> int:
-        """Count one accepted connection; 1 when tracked, 0 when there was no room."""
-        pos = self.find(hi, lo)
-        if pos < 0:
-            if len(self.entries) >= self.capacity and not self.evict_one():
-                self.overflows += 1
-                return 0
-            e = Entry(hi, lo, now)
-            self.index[(hi, lo)] = len(self.entries)
-            self.entries.append(e)
-        else:
-            e = self.entries[pos]
-            if now < e.last_seen:
-                now = e.last_seen
-            roll(e, now, cfg.window)
-            e.last_seen = now
-        before = e.patterns
-        e.active += 1
-        if e.active == 1:
-            self.active_sources += 1
-        self.active_connections += 1
-        e.total += 1
-        cls, host_bit, port_bit = d
-        if e.cls_cur[cls] < _COUNT_MAX:
-            e.cls_cur[cls] += 1
-        e.hosts_cur |= host_bit
-        e.ports_cur |= port_bit
-        if e.active >= cfg.concurrent_threshold:
-            e.patterns |= _FLOOD
-        update_rate_flag(e, now, cfg)
-        if (before == 0) != (e.patterns == 0):
-            self.flagged_sources += 1 if before == 0 else -1
-        return 1
+    def insert(self, hi: int, lo: int, now: float) -> Any:
+        """Add a zeroed entry for a new key; None (an overflow) when there is no room."""
+        if len(self.entries) >= self.capacity and not self.evict_one():
+            self.overflows += 1
+            return None
+        e = self.factory(hi, lo, now)
+        self.index[(hi, lo)] = len(self.entries)
+        self.entries.append(e)
+        return e
 
-    def close(self, hi: int, lo: int, now: float, cfg: Config) -> bool:
-        """Count one closed connection; an unknown or idle source is a no-op."""
-        pos = self.find(hi, lo)
-        if pos < 0:
+    def delete(self, hi: int, lo: int) -> bool:
+        """Remove a key's entry; False when there is none."""
+        pos = self.index.get((hi, lo))
+        if pos is None:
             return False
-        e = self.entries[pos]
-        if e.active == 0:
-            return False
+        self.remove(pos)
+        return True
+
+    def copy(self, hi: int, lo: int) -> Any:
+        """Return a copy of the entry for a key, or None when there is none."""
+        e = self.find(hi, lo)
+        return None if e is None else e.copy()
+
+
+def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
+                 cfg: Config) -> int:
+    """Count one accepted connection; 1 when tracked, 0 when there was no room."""
+    e = self.find(hi, lo)
+    if e is None:
+        e = self.insert(hi, lo, now)
+        if e is None:
+            return 0
+    else:
         if now < e.last_seen:
             now = e.last_seen
         roll(e, now, cfg.window)
         e.last_seen = now
-        before = e.patterns
-        e.active -= 1
-        self.active_connections -= 1
-        if e.active == 0:
-            self.active_sources -= 1
-            e.patterns &= ~_FLOOD
-        update_rate_flag(e, now, cfg)
-        if (before == 0) != (e.patterns == 0):
-            self.flagged_sources += 1 if before == 0 else -1
-        return True
+    before = e.patterns
+    e.active += 1
+    if e.active == 1:
+        self.active_sources += 1
+    self.active_connections += 1
+    e.total += 1
+    cls, host_bit, port_bit = d
+    if e.cls_cur[cls] < _COUNT_MAX:
+        e.cls_cur[cls] += 1
+    e.hosts_cur |= host_bit
+    e.ports_cur |= port_bit
+    if e.active >= cfg.concurrent_threshold:
+        e.patterns |= _FLOOD
+    update_rate_flag(e, now, cfg)
+    if (before == 0) != (e.patterns == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    return 1
 
-    def copy(self, hi: int, lo: int) -> Entry | None:
-        """Return a copy of the entry for a key, or None when it is not tracked."""
-        pos = self.find(hi, lo)
-        return self.entries[pos].copy() if pos >= 0 else None
+
+def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
+    """Count one closed connection; an unknown or idle source is a no-op."""
+    e = self.find(hi, lo)
+    if e is None or e.active == 0:
+        return False
+    if now < e.last_seen:
+        now = e.last_seen
+    roll(e, now, cfg.window)
+    e.last_seen = now
+    before = e.patterns
+    e.active -= 1
+    self.active_connections -= 1
+    if e.active == 0:
+        self.active_sources -= 1
+        e.patterns &= ~_FLOOD
+    update_rate_flag(e, now, cfg)
+    if (before == 0) != (e.patterns == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    return True
 
 
 def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
@@ -513,40 +543,34 @@ def _as_seconds(now: object) -> float:
     return float(now)  # type: ignore[arg-type]
 
 
-class SourceTable:
-    """Per-source connection counts in sharded, bounded hash tables.
+class ShardedTable:
+    """Sharded, bounded tables of one entry type, keyed by netblock or text.
 
-    The public face is connguard.Tracker, which validates arguments and
-    turns the raw tuples returned here into SourceStats.
+    Shared by SourceTable, BanTable and BucketTable: the shards and their
+    locks, the clock, source-address keys, and the aggregate counters.
     """
 
-    # Written once in __init__, read-only afterwards; the contents of
+    # Written once in _setup, read-only afterwards; the contents of
     # _tables[i] are guarded by _shards[i].lock.
     _shards: tuple[Shard, ...] | None = None
     _tables: list[Table]
 
-    def __init__(self, *, capacity: int, shards: int, window: float,
-                 concurrent_threshold: int, rate_threshold: float,
-                 ipv4_prefix: int, ipv6_prefix: int, deny: bool,
-                 port_classes: bytes, clock: Callable[[], float] | None,
-                 seed: int) -> None:
+    def _setup(self, capacity: int, shards: int, factory: Callable[[int, int, float], Any],
+               ipv4_prefix: int, ipv6_prefix: int, clock: Callable[[], float] | None,
+               seed: int) -> None:
         if self._shards is not None:
-            raise RuntimeError("SourceTable is already initialised")
+            raise RuntimeError(f"{type(self).__name__} is already initialised")
         if shards == 0 or shards & (shards - 1) or capacity < shards:
             raise ValueError("shards must be a power of two no larger than capacity")
-        if len(port_classes) != 65536 or max(port_classes) >= MAX_CLASSES:
-            raise ValueError("port_classes must map all 65536 ports to a class id")
-        self._port_class = bytes(port_classes)
-        self._cfg = Config(float(window), float(rate_threshold),
-                           int(concurrent_threshold), seed & _M64)
-        self._mask_v4 = 0 if ipv4_prefix == 0 else (0xFFFFFFFF << (32 - ipv4_prefix)) & 0xFFFFFFFF
+        self._seed = seed & _M64
+        ipv4_prefix = min(ipv4_prefix, 32)
+        self._mask_v4 = 0 if ipv4_prefix <= 0 else (0xFFFFFFFF << (32 - ipv4_prefix)) & 0xFFFFFFFF
         self._mask_hi = _prefix_mask(ipv6_prefix)
         self._mask_lo = _prefix_mask(ipv6_prefix - 64)
-        self._deny = bool(deny)
         self._clock = clock
         self._tables = [
             Table(capacity // shards + (1 if i < capacity % shards else 0),
-                  fmix64((seed + i + 1) & _M64) | 1)
+                  fmix64((seed + i + 1) & _M64) | 1, factory)
             for i in range(shards)]
         self._shard_mask = shards - 1
         self._shards = tuple(Shard() for _ in range(shards))
@@ -561,51 +585,103 @@ class SourceTable:
             raise ValueError(f"now must be a finite number of seconds, got {now!r}")
         return t
 
+    def _lock_of(self, i: int) -> threading.Lock:
+        assert self._shards is not None
+        return self._shards[i].lock
+
     def _key(self, source: str) -> tuple[int, int, int]:
+        _check_str(source, "source")
         family, hi, lo = source_key(source)
         if family == 4:
             return family, 0, _V4_TAG | (lo & self._mask_v4)
         return family, hi & self._mask_hi, lo & self._mask_lo
 
-    def _lock_of(self, i: int) -> threading.Lock:
+    def _shard_of(self, hi: int, lo: int) -> int:
+        return key_hash(hi, lo, self._seed) & self._shard_mask
+
+    def source_key(self, source: str) -> tuple[int, int, int]:
+        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
+        return self._key(source)
+
+    def counters(self) -> tuple[int, int, int, int, int, int]:
+        """Return (active_connections, active_sources, tracked_sources,
+        flagged_sources, evictions, overflows), summed over the shards."""
+        sums = [0] * 6
+        for i, t in enumerate(self._tables):
+            with self._lock_of(i):
+                values = (t.active_connections, t.active_sources, len(t.entries),
+                          t.flagged_sources, t.evictions, t.overflows)
+            sums = [a + b for a, b in zip(sums, values, strict=True)]
+        return tuple(sums)  # type: ignore[return-value]
+
+    def memory_bytes(self) -> int:
+        """Return the bytes held by the tables (entries, lists and indexes)."""
+        total = 0
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                entries = list(table.entries)
+                total += sys.getsizeof(table.entries) + sys.getsizeof(table.index)
+            for e in entries:
+                total += sys.getsizeof(e) + 2 * sys.getsizeof((e.key_hi, e.key_lo))
+        return total
+
+    @property
+    def capacity(self) -> int:
+        """The hard bound on entries."""
+        return sum(t.capacity for t in self._tables)
+
+    @property
+    def shards(self) -> int:
         assert self._shards is not None
-        return self._shards[i].lock
+        return len(self._shards)
+
+
+class SourceTable(ShardedTable):
+    """Per-source connection counts in sharded, bounded hash tables.
+
+    The public face is connguard.Tracker, which validates arguments and
+    turns the raw tuples returned here into SourceStats.
+    """
+
+    def __init__(self, *, capacity: int, shards: int, window: float,
+                 concurrent_threshold: int, rate_threshold: float,
+                 ipv4_prefix: int, ipv6_prefix: int, deny: bool,
+                 port_classes: bytes, clock: Callable[[], float] | None,
+                 seed: int) -> None:
+        if len(port_classes) != 65536 or max(port_classes) >= MAX_CLASSES:
+            raise ValueError("port_classes must map all 65536 ports to a class id")
+        self._setup(capacity, shards, Entry, ipv4_prefix, ipv6_prefix, clock, seed)
+        self._port_class = bytes(port_classes)
+        self._cfg = Config(float(window), float(rate_threshold),
+                           int(concurrent_threshold), seed & _M64)
+        self._deny = bool(deny)
 
     def accept(self, source: str, destination: str | None = "",
                now: float | None = None) -> bool:
         """Count an accepted connection; False only when overflow="deny" refuses it."""
-        _check_str(source, "source")
         _, hi, lo = self._key(source)
         d = classify(destination, self._port_class)
         t = self._now(now)
-        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        i = self._shard_of(hi, lo)
         with self._lock_of(i):
-            result = self._tables[i].accept(hi, lo, d, t, self._cfg)
+            result = table_accept(self._tables[i], hi, lo, d, t, self._cfg)
         return result != 0 or not self._deny
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
-        _check_str(source, "source")
         _, hi, lo = self._key(source)
         t = self._now(now)
-        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        i = self._shard_of(hi, lo)
         with self._lock_of(i):
-            return self._tables[i].close(hi, lo, t, self._cfg)
-
-    def source_key(self, source: str) -> tuple[int, int, int]:
-        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
-        _check_str(source, "source")
-        return self._key(source)
+            return table_close(self._tables[i], hi, lo, t, self._cfg)
 
     def stats_raw(self, hi: int, lo: int, now: float | None = None) -> tuple[Any, ...] | None:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         t = self._now(now)
-        i = key_hash(hi, lo, self._cfg.seed) & self._shard_mask
+        i = self._shard_of(hi, lo)
         with self._lock_of(i):
             e = self._tables[i].copy(hi, lo)
-        if e is None:
-            return None
-        return _raw(e, t, self._cfg.window)
+        return None if e is None else _raw(e, t, self._cfg.window)
 
     def top_raw(self, n: int, by: int, now: float | None = None) -> list[tuple[Any, ...]]:
         """Return the raw counters of the n highest-ranked sources."""
@@ -633,35 +709,164 @@ class SourceTable:
                 result.append(raw)
         return result
 
-    def counters(self) -> tuple[int, int, int, int, int, int]:
-        """Return (active_connections, active_sources, tracked_sources,
-        flagged_sources, evictions, overflows), summed over the shards."""
-        sums = [0] * 6
-        for i, t in enumerate(self._tables):
-            with self._lock_of(i):
-                values = (t.active_connections, t.active_sources, len(t.entries),
-                          t.flagged_sources, t.evictions, t.overflows)
-            sums = [a + b for a, b in zip(sums, values, strict=True)]
-        return tuple(sums)  # type: ignore[return-value]
-
     def memory_bytes(self) -> int:
-        """Return the bytes held by the tables (entries, lists and indexes)."""
-        total = sys.getsizeof(self._port_class)
+        """Return the bytes held by the tables, their lists and the port classes."""
+        return super().memory_bytes() + sys.getsizeof(self._port_class) + sum(
+            sys.getsizeof(e.cls_cur) + sys.getsizeof(e.cls_prev)
+            for t in self._tables for e in list(t.entries))
+
+
+# --- bans ---------------------------------------------------------------------
+# A ban is a bare Header: last_seen holds the time the ban ends, so the
+# sampled eviction of a full table drops the ban that ends soonest.
+
+class BanTable(ShardedTable):
+    """Ban expiry per netblock: the hot-path half of connguard.BanManager."""
+
+    def __init__(self, *, capacity: int, shards: int, ipv4_prefix: int,
+                 ipv6_prefix: int, clock: Callable[[], float] | None, seed: int) -> None:
+        self._setup(capacity, shards, Header, ipv4_prefix, ipv6_prefix, clock, seed)
+
+    def is_banned(self, source: str, now: float | None = None) -> bool:
+        """Return True while the source's netblock is banned."""
+        _, hi, lo = self._key(source)
+        t = self._now(now)
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            e = self._tables[i].find(hi, lo)
+            return e is not None and e.last_seen > t
+
+    def set_until(self, hi: int, lo: int, until: float) -> bool:
+        """Ban a key until ``until``; False when the table had no room."""
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            return ban_set(self._tables[i], hi, lo, float(until))
+
+    def clear(self, hi: int, lo: int) -> bool:
+        """Lift a key's ban; False when it had none."""
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            return self._tables[i].delete(hi, lo)
+
+    def until(self, hi: int, lo: int) -> float | None:
+        """Return when a key's ban ends, or None when it has none."""
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            e = self._tables[i].find(hi, lo)
+            return None if e is None else e.last_seen
+
+    def active(self, now: float | None = None) -> int:
+        """Count the bans in force at ``now``."""
+        t = self._now(now)
+        count = 0
         for i, table in enumerate(self._tables):
             with self._lock_of(i):
-                entries = list(table.entries)
-                total += sys.getsizeof(table.entries) + sys.getsizeof(table.index)
-            for e in entries:
-                total += (sys.getsizeof(e) + sys.getsizeof(e.cls_cur) + sys.getsizeof(e.cls_prev)
-                          + 2 * sys.getsizeof((e.key_hi, e.key_lo)))
-        return total
+                count += ban_count(table, t)
+        return count
 
-    @property
-    def capacity(self) -> int:
-        """The hard bound on tracked sources."""
-        return sum(t.capacity for t in self._tables)
 
-    @property
-    def shards(self) -> int:
-        assert self._shards is not None
-        return len(self._shards)
+def ban_set(self: Table, hi: int, lo: int, until: float) -> bool:
+    e = self.find(hi, lo)
+    if e is None:
+        e = self.insert(hi, lo, until)
+        if e is None:
+            return False
+    e.last_seen = until
+    return True
+
+
+def ban_count(self: Table, now: float) -> int:
+    return sum(1 for e in self.entries if e.last_seen > now)
+
+
+# --- rate limiting ------------------------------------------------------------
+
+class Bucket(Header):
+    __slots__ = ("tokens", "last_violation", "violations")
+
+    def __init__(self, hi: int, lo: int, now: float) -> None:
+        super().__init__(hi, lo, now)     # last_seen: when the tokens were last refilled
+        self.tokens = 0.0
+        self.last_violation = 0.0
+        self.violations = 0               # denied requests in the current violation window
+
+
+class LimitConfig:
+    __slots__ = ("rate", "burst", "violation_window", "warn_after", "abuse_after")
+
+    def __init__(self, rate: float, burst: float, violation_window: float,
+                 warn_after: int, abuse_after: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.violation_window = violation_window
+        self.warn_after = warn_after
+        self.abuse_after = abuse_after
+
+
+TAKE_ALLOWED, TAKE_WARNING, TAKE_VIOLATION, TAKE_ABUSE = 0, 1, 2, 3
+
+
+def bucket_take(self: Table, hi: int, lo: int, now: float, cfg: LimitConfig) -> int:
+    """Spend one token; return TAKE_ALLOWED or the escalation level of the denial."""
+    b = self.find(hi, lo)
+    if b is None:
+        b = self.insert(hi, lo, now)
+        if b is None:
+            return TAKE_ALLOWED
+        b.tokens = cfg.burst
+    elif now > b.last_seen:
+        tokens = b.tokens + (now - b.last_seen) * cfg.rate
+        b.tokens = cfg.burst if tokens > cfg.burst else tokens
+        b.last_seen = now
+    if b.tokens >= 1.0:
+        b.tokens -= 1.0
+        return TAKE_ALLOWED
+    if b.violations and now - b.last_violation > cfg.violation_window:
+        b.violations = 0
+    if b.violations < 0xFFFFFFFF:
+        b.violations += 1
+    b.last_violation = now
+    if b.violations <= cfg.warn_after:
+        return TAKE_WARNING
+    if b.violations < cfg.abuse_after:
+        return TAKE_VIOLATION
+    return TAKE_ABUSE
+
+
+class BucketTable(ShardedTable):
+    """Token buckets per key with escalating violations: connguard.RateLimiter's core."""
+
+    def __init__(self, *, capacity: int, shards: int, rate: float, burst: float,
+                 warn_after: int, abuse_after: int, violation_window: float,
+                 clock: Callable[[], float] | None, seed: int) -> None:
+        self._setup(capacity, shards, Bucket, 32, 128, clock, seed)
+        self._cfg = LimitConfig(float(rate), float(burst), float(violation_window),
+                                int(warn_after), int(abuse_after))
+
+    def _bucket_key(self, key: str) -> tuple[int, int]:
+        _check_str(key, "key")
+        return (_text_hash(key, self._seed ^ _GOLDEN, False),
+                _text_hash(key, self._seed ^ _PORT_SALT, False))
+
+    def _take(self, key: str, now: float | None) -> int:
+        hi, lo = self._bucket_key(key)
+        t = self._now(now)
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            return bucket_take(self._tables[i], hi, lo, t, self._cfg)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Spend a token for ``key``; True when one was there."""
+        return self._take(key, now) == TAKE_ALLOWED
+
+    def take(self, key: str, now: float | None = None) -> int:
+        """Spend a token for ``key``; 0 allowed, else 1 warning, 2 violation, 3 abuse."""
+        return self._take(key, now)
+
+    def state(self, key: str, now: float | None = None) -> tuple[float, int] | None:
+        """Return ``(tokens, violations)`` for a key as of its last request, or None."""
+        hi, lo = self._bucket_key(key)
+        i = self._shard_of(hi, lo)
+        with self._lock_of(i):
+            b = self._tables[i].find(hi, lo)
+            return None if b is None else (b.tokens, b.violations)
