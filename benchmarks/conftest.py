@@ -9,7 +9,8 @@ import pytest
 
 import connguard
 from connguard import _core_py
-from connguard.tracker import tracker_class
+from connguard._core import on_core
+from connguard.tracker import Tracker
 
 from .baselines.ngit_tracker import NgitTracker
 
@@ -18,7 +19,7 @@ BATCH = 20_000
 
 IMPLEMENTATIONS: dict[str, Callable[[int], Any]] = {
     "compiled": lambda capacity: connguard.Tracker(capacity=capacity),
-    "pure": lambda capacity: tracker_class(_core_py)(capacity=capacity),
+    "pure": lambda capacity: on_core(Tracker, _core_py)(capacity=capacity),
     "ngit": lambda capacity: NgitTracker(),
 }
 

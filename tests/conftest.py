@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from connguard import _core_py
-from connguard.tracker import Tracker, tracker_class
+from connguard._core import on_core
+from connguard.tracker import Tracker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,7 +43,7 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
 
 @pytest.fixture
 def tracker_cls(core: ModuleType) -> type[Tracker]:
-    return tracker_class(core)
+    return on_core(Tracker, core)
 
 
 @pytest.fixture
@@ -62,3 +63,46 @@ def counts(t: Tracker) -> dict[str, int]:
     names = ("active_connections", "active_sources", "tracked_sources",
              "flagged_sources", "evictions", "overflows")
     return dict(zip(names, t.counters(), strict=True))
+
+
+class FakeClock:
+    """A settable clock for time-dependent objects."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_bans(core: ModuleType, clock: FakeClock) -> Callable[..., Any]:
+    from connguard.bans import BanManager
+
+    def make(**kwargs: Any) -> BanManager:
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("seed", 7)
+        kwargs.setdefault("node_id", "this-node")
+        return on_core(BanManager, core)(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_limiter(core: ModuleType, clock: FakeClock) -> Callable[..., Any]:
+    from connguard.ratelimit import RateLimiter
+
+    def make(*args: Any, **kwargs: Any) -> RateLimiter:
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("seed", 7)
+        return on_core(RateLimiter, core)(*args, **kwargs)
+
+    return make

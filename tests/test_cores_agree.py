@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connguard import _core_py
-from connguard.tracker import tracker_class
+from connguard._core import on_core
+from connguard.tracker import Tracker
 
 from .conftest import compiled_expected
 
@@ -47,7 +48,7 @@ def both(pytestconfig: pytest.Config) -> tuple[type, type]:
         pytest.skip("the compiled core was not built")
     from connguard import _core_c
 
-    return tracker_class(_core_c), tracker_class(_core_py)
+    return on_core(Tracker, _core_c), on_core(Tracker, _core_py)
 
 
 def observe(t: Any, now: float) -> Any:

@@ -7,13 +7,14 @@ from types import ModuleType
 
 import pytest
 
-from connguard.tracker import tracker_class
+from connguard._core import on_core
+from connguard.tracker import Tracker
 
 
 def test_no_python_allocation_per_pair(core: ModuleType) -> None:
     if core.__name__.endswith("_py"):
         pytest.skip("the pure core allocates by nature")
-    t = tracker_class(core)()                      # default clock: read in C
+    t = on_core(Tracker, core)()                      # default clock: read in C
     sources = [f"198.51.100.{i}" for i in range(100)] + [f"2001:db8:{i:x}::1" for i in range(100)]
     for s in sources:
         t.accept(s, "mx.example:25")
@@ -34,7 +35,7 @@ def test_memory_per_source_at_full_capacity(core: ModuleType) -> None:
     if core.__name__.endswith("_py"):
         pytest.skip("the 128-byte budget is the compiled core's")
     capacity = 200_000
-    t = tracker_class(core)(capacity=capacity, clock=lambda: 0.0)
+    t = on_core(Tracker, core)(capacity=capacity, clock=lambda: 0.0)
     # Shards fill unevenly, so spray twice the capacity to fill every one.
     for i in range(2 * capacity):
         t.accept(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", now=1.0)

@@ -8,9 +8,11 @@ compiled core should have loaded and did not.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from types import ModuleType
+from typing import TypeVar
 
 from . import _core_py
 
@@ -28,3 +30,21 @@ if not NO_EXTENSIONS:  # pragma: no branch
         core = _core_c
 
 COMPILED = core is not _core_py
+
+
+T = TypeVar("T")
+
+
+@functools.cache
+def on_core(cls: type[T], other: ModuleType) -> type[T]:
+    """Return ``cls`` (a public class over a core base) rebuilt on another core.
+
+    Public classes are ``class X(_XAPI, core.Base)``; the test suite uses this
+    to run each one against both cores.
+    """
+    api, base = cls.__bases__
+    other_base = getattr(other, base.__name__)
+    if other_base is base:
+        return cls
+    return type(cls.__name__, (api, other_base), {  # type: ignore[return-value]
+        "__doc__": cls.__doc__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})

@@ -353,6 +353,11 @@ cdef inline int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
     return family
 
 
+def default_clock():
+    """Read the default clock (coarse monotonic on Linux, else time.monotonic's)."""
+    return cg_monotonic()
+
+
 def parse_source(source):
     """Return ``(family, address)`` for a source; IPv4-mapped IPv6 folds to 4."""
     cdef uint64_t hi = 0, lo = 0

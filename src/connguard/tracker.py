@@ -7,11 +7,10 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
-from types import ModuleType
 from typing import Any
 
 from . import _core
+from ._validate import int_arg, number_arg
 
 __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
 
@@ -62,28 +61,13 @@ def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
     return int(in_cur + only_prev * weight + 0.5)
 
 
-def _key_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
+def key_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """Format a netblock key: \"203.0.113.7\", \"198.51.100.0/24\", \"2001:db8::/64\"."""
     if hi == 0 and lo >> 32 == 0xFFFF:
         address: Any = ipaddress.IPv4Address(lo & 0xFFFFFFFF)
         return str(address) if ipv4_prefix == 32 else f"{address}/{ipv4_prefix}"
     address = ipaddress.IPv6Address((hi << 64) | lo)
     return str(address) if ipv6_prefix == 128 else f"{address}/{ipv6_prefix}"
-
-
-def _int_arg(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _seconds_arg(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return float(value)
 
 
 def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, ...], bytes]:
@@ -103,7 +87,7 @@ def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, .
             raise TypeError(f"ports of class {name!r} must be an iterable of int")
         names.append(name)
         for port in ports:
-            _int_arg(f"port of class {name!r}", port, 0, 65535)
+            int_arg(f"port of class {name!r}", port, 0, 65535)
             if owner.get(port, name) != name:
                 raise ValueError(f"port {port} is in two classes: {owner[port]!r} and {name!r}")
             owner[port] = name
@@ -129,19 +113,19 @@ class _TrackerAPI:
         shards: int = 64,
         seed: int | None = None,
     ) -> None:
-        self._ipv4_prefix = _int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
-        self._ipv6_prefix = _int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
-        capacity = _int_arg("capacity", capacity, 1, 2**32)
-        self._window = _seconds_arg("window", window)
-        threshold = _int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
-        rate = math.inf if rate_threshold is None else _seconds_arg("rate_threshold", rate_threshold)
+        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
+        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        capacity = int_arg("capacity", capacity, 1, 2**32)
+        self._window = number_arg("window", window)
+        threshold = int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
+        rate = math.inf if rate_threshold is None else number_arg("rate_threshold", rate_threshold)
         if overflow not in _OVERFLOW:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
         self._class_names, table = _port_table(
             DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
-        shards = _int_arg("shards", shards, 1, 256)
+        shards = int_arg("shards", shards, 1, 256)
         if shards & (shards - 1):
             raise ValueError(f"shards must be a power of two, got {shards}")
         while shards > capacity:  # every shard needs room for at least one source
@@ -153,7 +137,7 @@ class _TrackerAPI:
             concurrent_threshold=threshold, rate_threshold=rate,
             ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
             deny=overflow == "deny", port_classes=table, clock=clock,
-            seed=_int_arg("seed", seed, 0, 2**64 - 1))
+            seed=int_arg("seed", seed, 0, 2**64 - 1))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -168,7 +152,7 @@ class _TrackerAPI:
 
     def top(self, n: int = 10, by: str = "active", now: float | None = None) -> list[SourceStats]:
         """Return the n sources ranked highest by "active", "total" or "rate"."""
-        n = _int_arg("n", n, 0, 2**62)
+        n = int_arg("n", n, 0, 2**62)
         code = _core.core.TOP_BY.get(by)
         if code is None:
             raise ValueError(f"by must be 'active', 'total' or 'rate', got {by!r}")
@@ -181,7 +165,7 @@ class _TrackerAPI:
         weight = 1.0 - (now / window - math.floor(now / window))
         names = frozenset(name for name, bit in _core.core.PATTERN_BITS.items() if patterns & bit)
         return SourceStats(
-            key=_key_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix),
+            key=key_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix),
             active=active,
             total=total,
             rate=(sum(cls_cur) + sum(cls_prev) * weight) / window,
@@ -236,13 +220,3 @@ class Tracker(_TrackerAPI, _core.core.SourceTable):  # type: ignore[misc,name-de
     flags at 10, right for a WebSocket relay, but ordinary busy clients
     behind a proxy hold 100+ concurrent flows.
     """
-
-
-@cache
-def tracker_class(core: ModuleType) -> type[Tracker]:
-    """Return the Tracker class built on ``core`` (_core_c or _core_py)."""
-    if core is _core.core:
-        return Tracker
-    cls = type("Tracker", (_TrackerAPI, core.SourceTable), {
-        "__doc__": Tracker.__doc__, "__module__": __name__, "__qualname__": "Tracker"})
-    return cls

@@ -1,0 +1,97 @@
+"""RateLimiter: token buckets per key with tatanka's escalation of violations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _core
+from ._validate import int_arg, number_arg
+
+__all__ = ["RateDecision", "RateLimiter"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of one request; truthy when it was allowed."""
+
+    allowed: bool
+    infraction: str | None      # None, "rate_limit_violation" or "rate_limit_abuse"
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+# Indexed by the core's take() result; shared and immutable, so check()
+# allocates nothing.
+_DECISIONS = (
+    RateDecision(True, None),
+    RateDecision(False, None),                      # a warning
+    RateDecision(False, "rate_limit_violation"),
+    RateDecision(False, "rate_limit_abuse"),
+)
+
+
+class _LimiterAPI:
+    """Everything RateLimiter adds to a core's BucketTable; shared by both cores."""
+
+    def __init__(
+        self,
+        rate: float = 4.0,
+        burst: float = 8.0,
+        *,
+        clock: Callable[[], float] | None = None,
+        capacity: int = 100_000,
+        warn_after: int = 3,
+        abuse_after: int = 10,
+        violation_window: float = 300.0,
+        shards: int = 16,
+        seed: int | None = None,
+    ) -> None:
+        self._rate = number_arg("rate", rate)
+        self._burst = number_arg("burst", burst, low=1.0, allow_low=True)
+        capacity = int_arg("capacity", capacity, 1, 2**32)
+        warn_after = int_arg("warn_after", warn_after, 0, 2**31)
+        abuse_after = int_arg("abuse_after", abuse_after, warn_after + 1, 2**32 - 1)
+        window = number_arg("violation_window", violation_window)
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        shards = int_arg("shards", shards, 1, 256)
+        if shards & (shards - 1):
+            raise ValueError(f"shards must be a power of two, got {shards}")
+        while shards > capacity:
+            shards //= 2
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        super().__init__(  # type: ignore[call-arg]
+            capacity=capacity, shards=shards, rate=self._rate, burst=self._burst,
+            warn_after=warn_after, abuse_after=abuse_after, violation_window=window,
+            clock=clock, seed=int_arg("seed", seed, 0, 2**64 - 1))
+
+    def check(self, key: str, now: float | None = None) -> RateDecision:
+        """Spend a token for ``key`` and say what a denial escalated to."""
+        return _DECISIONS[self.take(key, now)]  # type: ignore[attr-defined]
+
+    @property
+    def rate(self) -> float:
+        """Tokens added per second."""
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        """Bucket size: requests a fresh key may make at once."""
+        return self._burst
+
+
+class RateLimiter(_LimiterAPI, _core.core.BucketTable):  # type: ignore[misc,name-defined]
+    """Token bucket per key (peer ids or addresses, any str), tatanka's defaults.
+
+    ``rate`` tokens per second up to ``burst``; a new key starts full.
+    ``allow(key, now=None) -> bool`` spends a token. ``check(key, now=None)``
+    also counts denials per key: up to ``warn_after`` (3) they are warnings,
+    then each gives "rate_limit_violation", and from the ``abuse_after``-th
+    (10th) on "rate_limit_abuse"; the count restarts once the last denial is
+    older than ``violation_window`` (5 minutes). At most ``capacity`` keys are
+    held; the idlest give way to new ones.
+    """
