@@ -1,8 +1,11 @@
-"""Shared set-up for the benchmarks: source lists and the three implementations."""
+"""Shared set-up for the benchmarks: source lists, implementations, interleaved timing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -36,3 +39,40 @@ def ipv6_sources(n: int) -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def _compiled_core_in_use() -> None:
     assert connguard.COMPILED, "benchmarks need the compiled core"
+
+
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Yield ``size``-long slices that walk through all of ``items`` in turn."""
+    cycle = itertools.cycle(items)
+    while True:
+        yield list(itertools.islice(cycle, size))
+
+
+def interleave(benchmark: Any, main: Callable[[list[Any]], None], main_feed: Iterator[list[Any]],
+               others: dict[str, tuple[Callable[[list[Any]], None], Iterator[list[Any]]]],
+               rounds: int) -> dict[str, float] | None:
+    """Time ``main`` with pytest-benchmark and each of ``others`` just before each round.
+
+    Shared machines are noisy in bursts longer than one benchmark; timing
+    the contenders round by round in turn lets a burst hit all of them
+    alike. Return ns per item for each, or None on a --benchmark-disable run.
+    """
+    times: dict[str, list[float]] = {name: [] for name in others}
+    sizes: list[int] = []
+
+    def setup() -> tuple[tuple[list[Any]], dict[str, Any]]:
+        for name, (run, feed) in others.items():
+            batch = next(feed)
+            start = time.perf_counter()
+            run(batch)
+            times[name].append((time.perf_counter() - start) / len(batch))
+        batch = next(main_feed)
+        sizes.append(len(batch))
+        return (batch,), {}
+
+    benchmark.pedantic(main, setup=setup, rounds=rounds, iterations=1)
+    if benchmark.disabled:
+        return None
+    result = {"compiled": benchmark.stats.stats.median / sizes[0] * 1e9}
+    result.update({name: statistics.median(t) * 1e9 for name, t in times.items()})
+    return result

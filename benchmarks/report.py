@@ -19,9 +19,19 @@ def main(path: str) -> None:
     print("| sources | compiled | pure | ngit design | compiled vs ngit | compiled vs pure |")
     print("|---|---:|---:|---:|---:|---:|")
     memory = ""
+    extra = []
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        if "compiled_ns" in info:
+        if info.get("kind") == "limiter":
+            c = info["compiled_ns"]
+            extra.append(f"\nRateLimiter.allow over 1,000 keys: {c:.0f} ns per call; limits' "
+                         f"FixedWindowRateLimiter {info['limits_ns']:,.0f} ns "
+                         f"({info['limits_ns'] / c:.0f}x slower), pyrate-limiter "
+                         f"{info['pyrate_ns']:,.0f} ns ({info['pyrate_ns'] / c:.0f}x slower).")
+        elif info.get("kind") == "is_banned":
+            extra.append(f"\nBanManager.is_banned over 1,000 sources: {info['compiled_ns']:.0f} ns "
+                         f"per call, of which {info['loop_floor_ns']:.0f} ns is the Python loop.")
+        elif "compiled_ns" in info:
             c, p, n = info["compiled_ns"], info["pure_ns"], info["ngit_ns"]
             print(f"| {info['sources']:,} {info['family']} | {c:.0f} | {p:,.0f} | {n:,.0f} "
                   f"| {n / c:.1f}x faster | {p / c:.0f}x faster |")
@@ -30,6 +40,8 @@ def main(path: str) -> None:
                       f"{info['bytes_per_source']} bytes per tracked source by the table's own "
                       f"accounting, {info['rss_bytes_per_source']} by resident-set growth.")
     print(memory)
+    for line in extra:
+        print(line)
 
 
 if __name__ == "__main__":

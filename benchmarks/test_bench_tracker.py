@@ -14,27 +14,17 @@ report.py turns the JSON into the README's table.
 
 from __future__ import annotations
 
-import itertools
-import statistics
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from .conftest import BATCH, IMPLEMENTATIONS, ipv4_sources, ipv6_sources
+from .conftest import BATCH, IMPLEMENTATIONS, batches, interleave, ipv4_sources, ipv6_sources
 
 DESTINATION = "www.example.com:443"
 CASES = [("ipv4", 1), ("ipv4", 1_000), ("ipv4", 100_000), ("ipv4", 1_000_000), ("ipv6", 1_000)]
 ROUNDS = 25
 SHARE = {"compiled": 1, "ngit": 1, "pure": 20}   # the pure core runs 1/20 of a batch per round
-
-
-def batches(sources: list[str], size: int) -> Iterator[list[str]]:
-    """Yield ``size``-long slices that walk through all of ``sources`` in turn."""
-    cycle = itertools.cycle(sources)
-    while True:
-        yield list(itertools.islice(cycle, size))
 
 
 def pair_loop(tracker: Any) -> Callable[[list[str]], None]:
@@ -56,21 +46,9 @@ def test_accept_close_pair(benchmark: Any, family: str, count: int) -> None:
         runs[impl] = pair_loop(make(max(count, 1_000)))
         runs[impl](sources)                     # every source tracked before timing
         feeds[impl] = batches(sources, BATCH // SHARE[impl])
-    others: dict[str, list[float]] = {"ngit": [], "pure": []}
-
-    def setup() -> tuple[tuple[list[str]], dict[str, Any]]:
-        for impl, times in others.items():
-            batch = next(feeds[impl])
-            start = time.perf_counter()
-            runs[impl](batch)
-            times.append((time.perf_counter() - start) / len(batch))
-        return (next(feeds["compiled"]),), {}
-
     benchmark.group = f"pair {family} x{count}"
-    benchmark.pedantic(runs["compiled"], setup=setup, rounds=ROUNDS, iterations=1)
-    if benchmark.disabled:                      # --benchmark-disable: a smoke run, no stats
-        return
-    ns = {"compiled": benchmark.stats.stats.median / BATCH * 1e9,
-          **{impl: statistics.median(times) * 1e9 for impl, times in others.items()}}
-    benchmark.extra_info.update(family=family, sources=count,
-                                **{f"{impl}_ns": round(v, 1) for impl, v in ns.items()})
+    ns = interleave(benchmark, runs["compiled"], feeds["compiled"],
+                    {impl: (runs[impl], feeds[impl]) for impl in ("ngit", "pure")}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(family=family, sources=count,
+                                    **{f"{impl}_ns": round(v, 1) for impl, v in ns.items()})

@@ -165,3 +165,53 @@ def test_destination_classification_agrees(both: tuple[type, type], destinations
             t.accept("198.51.100.1", destination, now=1.0)   # all in one sketch
     assert [t.top(20, by="total", now=1.0) for t in trackers][0] == \
         [t.top(20, by="total", now=1.0) for t in trackers][1]
+
+
+limiter_ops = st.lists(st.tuples(st.integers(0, 5), st.floats(0.0, 2.0, allow_nan=False)), max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=limiter_ops, capacity=st.sampled_from([2, 3, 100]), rate=st.sampled_from([0.5, 4.0]),
+       burst=st.sampled_from([1.0, 8.0]))
+def test_rate_limiters_agree(both: tuple[type, type], ops: list[tuple[int, float]], capacity: int,
+                             rate: float, burst: float) -> None:
+    from connguard import _core_c
+    from connguard.ratelimit import RateLimiter
+
+    limiters = [on_core(RateLimiter, core)(rate, burst, capacity=capacity, shards=1, seed=5,
+                                           warn_after=2, abuse_after=4, violation_window=3.0)
+                for core in (_core_c, _core_py)]
+    now = 0.0
+    keys = ["a", "b", "Peer", "é", "例", "198.51.100.1"]
+    for key_index, dt in ops:
+        now += dt
+        decisions = [limiter.check(keys[key_index], now=now) for limiter in limiters]
+        assert decisions[0] == decisions[1]
+    assert limiters[0].counters() == limiters[1].counters()
+    assert [limiters[0].state(k) for k in keys] == [limiters[1].state(k) for k in keys]
+
+
+ban_ops = st.lists(st.tuples(st.sampled_from(["set", "clear", "check"]), st.integers(0, 7),
+                             st.floats(-5.0, 50.0, allow_nan=False)), max_size=150)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ban_ops, capacity=st.sampled_from([2, 4, 100]))
+def test_ban_tables_agree(both: tuple[type, type], ops: list[tuple[str, int, float]],
+                          capacity: int) -> None:
+    from connguard import _core_c
+
+    tables = [core.BanTable(capacity=capacity, shards=1, ipv4_prefix=32, ipv6_prefix=64,
+                            clock=lambda: 0.0, seed=9) for core in (_core_c, _core_py)]
+    sources = [f"203.0.113.{i}" for i in range(4)] + [f"2001:db8:{i}::1" for i in range(4)]
+    for op, i, t in ops:
+        _, hi, lo = tables[0].source_key(sources[i])
+        if op == "set":
+            results = [table.set_until(hi, lo, t) for table in tables]
+        elif op == "clear":
+            results = [table.clear(hi, lo) for table in tables]
+        else:
+            results = [table.is_banned(sources[i], now=t / 2) for table in tables]
+        assert results[0] == results[1], op
+    assert tables[0].counters() == tables[1].counters()
+    assert [t.active(now=10.0) for t in tables][0] == [t.active(now=10.0) for t in tables][1]

@@ -46,5 +46,5 @@ def on_core(cls: type[T], other: ModuleType) -> type[T]:
     other_base = getattr(other, base.__name__)
     if other_base is base:
         return cls
-    return type(cls.__name__, (api, other_base), {  # type: ignore[return-value]
+    return type(cls.__name__, (api, other_base), {
         "__doc__": cls.__doc__, "__module__": cls.__module__, "__qualname__": cls.__qualname__})
