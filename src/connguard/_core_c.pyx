@@ -941,6 +941,18 @@ cdef class ShardedTable:
         family = self._key(source, &hi, &lo)
         return family, hi, lo
 
+    cdef bint _copy_entry(self, uint64_t hi, uint64_t lo, void* out) noexcept:
+        """Copy a key's entry into ``out`` under its shard's lock; False when absent."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef bint found
+        if CG_SHARD_LOCKS:
+            with self._lock_of(i).lock:
+                found = table_copy(&self._tables[i], hi, lo, h, out)
+        else:
+            found = table_copy(&self._tables[i], hi, lo, h, out)
+        return found
+
     def counters(self):
         """Return (active_connections, active_sources, tracked_sources,
         flagged_sources, evictions, overflows), summed over the shards."""
@@ -1025,7 +1037,7 @@ cdef class SourceTable(ShardedTable):
         self._key(source, &hi, &lo)
         classify(destination, self._port_class, &d)
         cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._cfg.seed)
+        h = key_hash(hi, lo, self._seed)
         cdef Py_ssize_t i = h & self._shard_mask
         if CG_SHARD_LOCKS:
             with self._lock_of(i).lock:
@@ -1041,7 +1053,7 @@ cdef class SourceTable(ShardedTable):
         cdef bint closed
         self._key(source, &hi, &lo)
         cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._cfg.seed)
+        h = key_hash(hi, lo, self._seed)
         cdef Py_ssize_t i = h & self._shard_mask
         if CG_SHARD_LOCKS:
             with self._lock_of(i).lock:
@@ -1052,17 +1064,9 @@ cdef class SourceTable(ShardedTable):
 
     def stats_raw(self, uint64_t hi, uint64_t lo, now=None):
         """Return one source's raw counters, windows advanced to ``now``, or None."""
-        cdef uint64_t h = key_hash(hi, lo, self._cfg.seed)
         cdef double t = self._now(now)
-        cdef Py_ssize_t i = h & self._shard_mask
         cdef Entry e
-        cdef bint found
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                found = table_copy(&self._tables[i], hi, lo, h, &e)
-        else:
-            found = table_copy(&self._tables[i], hi, lo, h, &e)
-        return _raw(&e, t, self._cfg.window) if found else None
+        return _raw(&e, t, self._cfg.window) if self._copy_entry(hi, lo, &e) else None
 
     def top_raw(self, Py_ssize_t n, int by, now=None):
         """Return the raw counters of the n highest-ranked sources."""
@@ -1149,16 +1153,8 @@ cdef class BanTable(ShardedTable):
 
     def until(self, uint64_t hi, uint64_t lo):
         """Return when a key's ban ends, or None when it has none."""
-        cdef uint64_t h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
         cdef Header e
-        cdef bint found
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                found = table_copy(&self._tables[i], hi, lo, h, &e)
-        else:
-            found = table_copy(&self._tables[i], hi, lo, h, &e)
-        return e.last_seen if found else None
+        return e.last_seen if self._copy_entry(hi, lo, &e) else None
 
     def active(self, now=None):
         """Count the bans in force at ``now``."""
@@ -1310,18 +1306,10 @@ cdef class BucketTable(ShardedTable):
 
     def state(self, key, now=None):
         """Return ``(tokens, violations)`` for a key as of its last request, or None."""
-        cdef uint64_t hi, lo, h
+        cdef uint64_t hi, lo
         cdef Bucket b
-        cdef bint found
         self._bucket_key(key, &hi, &lo)
-        h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                found = table_copy(&self._tables[i], hi, lo, h, &b)
-        else:
-            found = table_copy(&self._tables[i], hi, lo, h, &b)
-        return (b.tokens, b.violations) if found else None
+        return (b.tokens, b.violations) if self._copy_entry(hi, lo, &b) else None
 
 
 cdef uint64_t _prefix_mask(int bits) noexcept:

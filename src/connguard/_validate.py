@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from typing import Any
 
 
 def int_arg(name: str, value: object, low: int, high: int) -> int:
@@ -22,3 +25,26 @@ def number_arg(name: str, value: object, *, low: float = 0.0, allow_low: bool = 
         bound = f">= {low}" if allow_low else f"> {low}"
         raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
     return float(value)
+
+
+def callable_arg(name: str, value: Any) -> Callable[..., Any] | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+    return value  # type: ignore[no-any-return]
+
+
+def shards_arg(shards: object, capacity: int) -> int:
+    """A power of two up to 256, halved until every shard has room for an entry."""
+    shards = int_arg("shards", shards, 1, 256)
+    if shards & (shards - 1):
+        raise ValueError(f"shards must be a power of two, got {shards}")
+    while shards > capacity:
+        shards //= 2
+    return shards
+
+
+def seed_arg(seed: object) -> int:
+    """The hash seed: random unless given (tests fix it to compare runs)."""
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return int_arg("seed", seed, 0, 2**64 - 1)

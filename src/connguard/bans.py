@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _core
-from ._validate import int_arg, number_arg
+from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .tracker import key_text
 
 __all__ = ["DEFAULT_KINDS", "Ban", "BanManager", "Infraction"]
@@ -115,8 +115,7 @@ class _BanAPI:
         self._allow = tuple(_network(net) for net in allow)
         for name, fn in (("clock", clock), ("on_infraction", on_infraction), ("on_ban", on_ban),
                          ("on_unban", on_unban)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable, not {type(fn).__name__}")
+            callable_arg(name, fn)
         self._node = node_id if node_id is not None else f"node-{os.urandom(4).hex()}"
         if not isinstance(self._node, str) or not self._node:
             raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
@@ -132,14 +131,8 @@ class _BanAPI:
         self._escalation = escalation
         self._jitter = number_arg("jitter", jitter, allow_low=True)
         self._on_infraction, self._on_ban, self._on_unban = on_infraction, on_ban, on_unban
-        shards = int_arg("shards", shards, 1, 256)
-        if shards & (shards - 1):
-            raise ValueError(f"shards must be a power of two, got {shards}")
-        while shards > self._capacity:
-            shards //= 2
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        seed = int_arg("seed", seed, 0, 2**64 - 1)
+        shards = shards_arg(shards, self._capacity)
+        seed = seed_arg(seed)
         self._random = random.Random(seed)
         self._time_source = clock if clock is not None else _core.core.default_clock
         # Wall-clock seconds = local time + offset (0 when the user's clock is used).

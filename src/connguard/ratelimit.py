@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import _core
-from ._validate import int_arg, number_arg
+from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 
 __all__ = ["RateDecision", "RateLimiter"]
 
@@ -55,19 +54,10 @@ class _LimiterAPI:
         warn_after = int_arg("warn_after", warn_after, 0, 2**31)
         abuse_after = int_arg("abuse_after", abuse_after, warn_after + 1, 2**32 - 1)
         window = number_arg("violation_window", violation_window)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
-        shards = int_arg("shards", shards, 1, 256)
-        if shards & (shards - 1):
-            raise ValueError(f"shards must be a power of two, got {shards}")
-        while shards > capacity:
-            shards //= 2
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
         super().__init__(  # type: ignore[call-arg]
-            capacity=capacity, shards=shards, rate=self._rate, burst=self._burst,
-            warn_after=warn_after, abuse_after=abuse_after, violation_window=window,
-            clock=clock, seed=int_arg("seed", seed, 0, 2**64 - 1))
+            capacity=capacity, shards=shards_arg(shards, capacity), rate=self._rate,
+            burst=self._burst, warn_after=warn_after, abuse_after=abuse_after,
+            violation_window=window, clock=callable_arg("clock", clock), seed=seed_arg(seed))
 
     def check(self, key: str, now: float | None = None) -> RateDecision:
         """Spend a token for ``key`` and say what a denial escalated to."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _core
-from ._validate import int_arg, number_arg
+from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 
 __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
 
@@ -123,21 +122,12 @@ class _TrackerAPI:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
         self._class_names, table = _port_table(
             DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
-        if clock is not None and not callable(clock):
-            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
-        shards = int_arg("shards", shards, 1, 256)
-        if shards & (shards - 1):
-            raise ValueError(f"shards must be a power of two, got {shards}")
-        while shards > capacity:  # every shard needs room for at least one source
-            shards //= 2
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
         super().__init__(  # type: ignore[call-arg]
-            capacity=capacity, shards=shards, window=self._window,
+            capacity=capacity, shards=shards_arg(shards, capacity), window=self._window,
             concurrent_threshold=threshold, rate_threshold=rate,
             ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
-            deny=overflow == "deny", port_classes=table, clock=clock,
-            seed=int_arg("seed", seed, 0, 2**64 - 1))
+            deny=overflow == "deny", port_classes=table, clock=callable_arg("clock", clock),
+            seed=seed_arg(seed))
 
     @property
     def class_names(self) -> tuple[str, ...]:
