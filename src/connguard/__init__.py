@@ -2,22 +2,42 @@
 
 from ._core import COMPILED
 from .bans import DEFAULT_KINDS, Ban, BanManager, Infraction
+from .events import (
+    ACCEPT,
+    CLOSE,
+    Event,
+    acquire,
+    connection,
+    notify,
+    notify_accept,
+    notify_close,
+    set_listener,
+)
 from .ratelimit import RateDecision, RateLimiter
 from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, SourceStats, Tracker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACCEPT",
+    "CLOSE",
     "COMPILED",
     "DEFAULT_KINDS",
     "DEFAULT_PORT_CLASSES",
     "PATTERNS",
     "Ban",
     "BanManager",
+    "Event",
     "Infraction",
     "RateDecision",
     "RateLimiter",
     "SourceStats",
     "Tracker",
     "__version__",
+    "acquire",
+    "connection",
+    "notify",
+    "notify_accept",
+    "notify_close",
+    "set_listener",
 ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _core
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
+from .events import ACCEPT, CLOSE, Event
 
 __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
 
@@ -122,12 +124,38 @@ class _TrackerAPI:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
         self._class_names, table = _port_table(
             DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
+        self._unattributed = 0
+        self._unattributed_lock = threading.Lock()   # guards _unattributed; error path only
         super().__init__(  # type: ignore[call-arg]
             capacity=capacity, shards=shards_arg(shards, capacity), window=self._window,
             concurrent_threshold=threshold, rate_threshold=rate,
             ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
             deny=overflow == "deny", port_classes=table, clock=callable_arg("clock", clock),
             seed=seed_arg(seed))
+
+    def __call__(self, event: Event) -> None:
+        """Take an event as the process-wide listener (see connguard.set_listener).
+
+        An event whose source is empty or not an address, or whose state is
+        neither ACCEPT nor CLOSE, is counted in ``unattributed`` and dropped:
+        nothing is raised into the emitter.
+        """
+        try:
+            if event.state == ACCEPT:
+                self.accept(event.source, event.destination)  # type: ignore[attr-defined]
+                return
+            if event.state == CLOSE:
+                self.close(event.source)  # type: ignore[attr-defined]
+                return
+        except (ValueError, TypeError):
+            pass
+        with self._unattributed_lock:
+            self._unattributed += 1
+
+    @property
+    def unattributed(self) -> int:
+        """Events taken as a listener that named no usable source, and were dropped."""
+        return self._unattributed
 
     @property
     def class_names(self) -> tuple[str, ...]:

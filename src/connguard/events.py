@@ -1,0 +1,169 @@
+"""The process-wide connection listener (a port of lantern-box tracker/peerconn).
+
+Inbound protocols emit an accept event (+1, source, destination) when they
+take a connection and a close event (-1, source) when it ends; one listener
+-- a Tracker, a Guard, anything callable -- receives them.
+
+Listeners run synchronously on the emitting thread and must not block. A
+listener that raises never breaks the emitter: the exception is caught,
+counted (``listener_errors()``) and logged at most once a minute.
+
+The listener is one module global: reading it is atomic, on free-threaded
+builds too, so ``notify`` with no listener costs one read and a None check.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import NamedTuple
+
+__all__ = [
+    "ACCEPT",
+    "CLOSE",
+    "Connection",
+    "Event",
+    "acquire",
+    "connection",
+    "listener_errors",
+    "notify",
+    "notify_accept",
+    "notify_close",
+    "set_listener",
+]
+
+ACCEPT = 1
+CLOSE = -1
+
+log = logging.getLogger("connguard.events")
+
+Listener = Callable[["Event"], object]
+
+
+class Event(NamedTuple):
+    """One accepted (+1) or closed (-1) connection; close events carry no destination."""
+
+    state: int
+    source: str
+    destination: str = ""
+
+
+_listener: Listener | None = None
+
+# Error accounting; guarded by _errors_lock (only taken when a listener raised).
+_errors_lock = threading.Lock()
+_errors = 0
+_suppressed = 0
+_last_logged = -float("inf")
+_LOG_EVERY = 60.0
+
+
+def set_listener(listener: Listener | None) -> None:
+    """Install the process-wide listener; the last call wins, None clears it."""
+    global _listener
+    if listener is not None and not callable(listener):
+        raise TypeError(f"a listener must be callable or None, not {type(listener).__name__}")
+    _listener = listener
+
+
+def acquire() -> Listener | None:
+    """Return the current listener, or None: hold it to emit both halves of a pair."""
+    return _listener
+
+
+def listener_errors() -> int:
+    """Count the exceptions listeners have raised (and connguard has swallowed)."""
+    return _errors
+
+
+def deliver(listener: Listener, event: Event) -> None:
+    """Hand ``event`` to ``listener``; whatever it raises stays here."""
+    try:
+        listener(event)
+    except Exception:
+        _count_error()
+
+
+def _count_error() -> None:
+    global _errors, _suppressed, _last_logged
+    now = time.monotonic()
+    with _errors_lock:
+        _errors += 1
+        if now - _last_logged < _LOG_EVERY:
+            _suppressed += 1
+            return
+        suppressed, _suppressed, _last_logged = _suppressed, 0, now
+    # Logged outside the lock: a logging handler may be slow.
+    log.exception("connguard: a connection listener raised (%d more since the last report)",
+                  suppressed)
+
+
+def notify(event: Event) -> None:
+    """Send ``event`` to the current listener, if any."""
+    listener = _listener
+    if listener is not None:
+        deliver(listener, event)
+
+
+def notify_accept(source: str, destination: str = "") -> None:
+    """Send an accept event to the current listener, if any."""
+    listener = _listener
+    if listener is not None:
+        deliver(listener, Event(ACCEPT, source, destination))
+
+
+def notify_close(source: str) -> None:
+    """Send a close event to the current listener, if any."""
+    listener = _listener
+    if listener is not None:
+        deliver(listener, Event(CLOSE, source))
+
+
+class Connection:
+    """Both halves of one connection, sent to the listener current at accept.
+
+    Emitting accept and close with two separate reads of the registry could
+    send them to two listeners if the listener changed in between, leaving
+    one with an accept it never sees closed. A Connection holds the listener
+    it sent the accept to and sends the close there too, whatever happened
+    to the registry since. ``close()`` is idempotent; used as a context
+    manager, the close is also sent when the body raises.
+    """
+
+    __slots__ = ("_listener", "_source", "_closed", "_lock")
+
+    def __init__(self, source: str, destination: str = "") -> None:
+        self._source = source
+        self._listener = _listener
+        self._closed = False
+        self._lock = threading.Lock()
+        if self._listener is not None:
+            deliver(self._listener, Event(ACCEPT, source, destination))
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def close(self) -> None:
+        """Send the close (once, however often this is called)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._listener is not None:
+            deliver(self._listener, Event(CLOSE, self._source))
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def connection(source: str, destination: str = "") -> Connection:
+    """Announce an accepted connection; close the returned handle (or leave its ``with``) when it ends."""
+    return Connection(source, destination)
