@@ -267,6 +267,12 @@ def test_allow_listed_sources_are_counted_not_banned(make_bans: Make) -> None:
     assert b.allowed_reports == 21
 
 
+def test_allow_list_also_covers_remote_netblocks(make_bans: Make, clock: Any) -> None:
+    b = make_bans(allow=["2001:db8::/32"])
+    assert not b.apply(remote("2001:db8:0:1::/64", "impersonation", created=clock.now))
+    assert not b.is_banned("2001:db8:0:1::5") and b.allowed_reports == 1
+
+
 def test_manual_ban_and_unban(make_bans: Make, clock: Any) -> None:
     events: list[Any] = []
     b = make_bans(on_ban=events.append, on_unban=events.append)

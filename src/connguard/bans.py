@@ -216,7 +216,11 @@ class _BanAPI:
         return {"version": _SNAPSHOT_VERSION, "infractions": [i.to_dict() for i in live]}
 
     def restore(self, snapshot: Mapping[str, Any], now: float | None = None) -> int:
-        """Apply every infraction of a snapshot; idempotent. Return how many were new."""
+        """Apply every infraction of a snapshot; idempotent. Return how many were new.
+
+        A malformed infraction raises ValueError; the ones before it stay
+        applied, so fixing the snapshot and restoring again is safe.
+        """
         if not isinstance(snapshot, Mapping) or snapshot.get("version") != _SNAPSHOT_VERSION:
             raise ValueError(f"not a version {_SNAPSHOT_VERSION} ban snapshot")
         infractions = snapshot.get("infractions")
@@ -422,9 +426,10 @@ class _BanAPI:
         return policy
 
     def _allowed(self, source: str) -> bool:
+        """Whether an address (or a netblock's base address) is in ``allow``."""
         if not self._allow:
             return False
-        family, address = _core.core.parse_source(source)
+        family, address = _core.core.parse_source(source.partition("/")[0])
         ip = ipaddress.IPv4Address(address) if family == 4 else ipaddress.IPv6Address(address)
         return any(ip in net for net in self._allow)
 
