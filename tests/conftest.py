@@ -106,3 +106,24 @@ def make_limiter(core: ModuleType, clock: FakeClock) -> Callable[..., Any]:
         return on_core(RateLimiter, core)(*args, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def make_guard(core: ModuleType, clock: FakeClock) -> Callable[..., Any]:
+    """Build a Guard on the core under test, its parts on that core and clock."""
+    from connguard.bans import BanManager
+    from connguard.guard import Guard
+    from connguard.ratelimit import RateLimiter
+
+    def make(*, tracker: dict[str, Any] | None = None, bans: dict[str, Any] | None = None,
+             limiter: dict[str, Any] | bool | None = None, **kwargs: Any) -> Guard:
+        parts = {
+            "tracker": on_core(Tracker, core)(**{"clock": clock, "seed": 1, **(tracker or {})}),
+            "bans": on_core(BanManager, core)(**{"clock": clock, "seed": 2, "node_id": "n",
+                                                 **(bans or {})}),
+            "limiter": limiter if limiter is False else on_core(RateLimiter, core)(
+                **{"clock": clock, "seed": 3, **(limiter or {})}),
+        }
+        return on_core(Guard, core)(**parts, **kwargs)
+
+    return make

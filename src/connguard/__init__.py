@@ -13,6 +13,7 @@ from .events import (
     notify_close,
     set_listener,
 )
+from .guard import Guard, Verdict
 from .ratelimit import RateDecision, RateLimiter
 from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, SourceStats, Tracker
 
@@ -28,11 +29,13 @@ __all__ = [
     "Ban",
     "BanManager",
     "Event",
+    "Guard",
     "Infraction",
     "RateDecision",
     "RateLimiter",
     "SourceStats",
     "Tracker",
+    "Verdict",
     "__version__",
     "acquire",
     "connection",

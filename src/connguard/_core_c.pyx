@@ -94,7 +94,7 @@ EVICTION_SAMPLES = _SAMPLES
 PATTERN_BITS = {"conn_flood": _FLOOD, "conn_rate": _RATE, "spam_relay": 4,
                 "port_scan": 8, "credential_stuffing": 16, "dns_tunnel": 32}
 SKETCH_BITS = 64
-TOP_BY = {"active": 0, "total": 1, "rate": 2}
+TOP_BY = {"active": 0, "total": 1, "rate": 2, "flagged": 3}   # flagged: by rate, flagged only
 
 cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef uint64_t _V4_TAG = 0x0000FFFF00000000ULL   # IPv4 keys live in ::ffff:0:0/96
@@ -1037,13 +1037,7 @@ cdef class SourceTable(ShardedTable):
         self._key(source, &hi, &lo)
         classify(destination, self._port_class, &d)
         cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                result = table_accept(&self._tables[i], hi, lo, h, &d, t, &self._cfg)
-        else:
-            result = table_accept(&self._tables[i], hi, lo, h, &d, t, &self._cfg)
+        result = tracker_accept(self, hi, lo, &d, t)
         return result != 0 or not self._deny
 
     @cython.binding(False)
@@ -1111,21 +1105,9 @@ cdef class BanTable(ShardedTable):
     @cython.binding(False)
     def is_banned(self, source, now=None):
         """Return True while the source's netblock is banned."""
-        cdef uint64_t hi, lo, h
-        cdef Header* e
-        cdef bint banned
+        cdef uint64_t hi, lo
         self._key(source, &hi, &lo)
-        cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                e = table_find(&self._tables[i], hi, lo, h)
-                banned = e != NULL and e.last_seen > t
-        else:
-            e = table_find(&self._tables[i], hi, lo, h)
-            banned = e != NULL and e.last_seen > t
-        return banned
+        return ban_active(self, hi, lo, self._now(now))
 
     def set_until(self, uint64_t hi, uint64_t lo, double until):
         """Ban a key until ``until``; False when the table had no room."""
@@ -1224,10 +1206,14 @@ cdef enum:
 
 
 cdef int bucket_take(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
-                     const LimitConfig* cfg, uint64_t seed) noexcept nogil:
-    """Spend one token; return TAKE_ALLOWED or the escalation level of the denial."""
+                     const LimitConfig* cfg, uint64_t seed, uint32_t* violations) noexcept nogil:
+    """Spend one token; return TAKE_ALLOWED or the escalation level of the denial.
+
+    ``violations`` receives the key's count of denials in the current window.
+    """
     cdef Bucket* b = <Bucket*>table_find(self, hi, lo, h)
     cdef double tokens
+    violations[0] = 0
     if b == NULL:
         b = <Bucket*>table_insert(self, hi, lo, h, now, seed)
         if b == NULL:                            # out of memory: allow, counted as overflow
@@ -1245,6 +1231,7 @@ cdef int bucket_take(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double n
     if b.violations < 0xFFFFFFFFU:
         b.violations += 1
     b.last_violation = now
+    violations[0] = b.violations
     if b.violations <= cfg.warn_after:
         return TAKE_WARNING
     if b.violations < cfg.abuse_after:
@@ -1281,18 +1268,10 @@ cdef class BucketTable(ShardedTable):
         return 0
 
     cdef inline int _take(self, object key, object now) except -1:
-        cdef uint64_t hi, lo, h
-        cdef int code
+        cdef uint64_t hi, lo
+        cdef uint32_t violations
         self._bucket_key(key, &hi, &lo)
-        cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                code = bucket_take(&self._tables[i], hi, lo, h, t, &self._cfg, self._seed)
-        else:
-            code = bucket_take(&self._tables[i], hi, lo, h, t, &self._cfg, self._seed)
-        return code
+        return limit_take(self, hi, lo, self._now(now), &violations)
 
     @cython.binding(False)
     def allow(self, key, now=None):
@@ -1310,6 +1289,123 @@ cdef class BucketTable(ShardedTable):
         cdef Bucket b
         self._bucket_key(key, &hi, &lo)
         return (b.tokens, b.violations) if self._copy_entry(hi, lo, &b) else None
+
+
+# --- the guard ----------------------------------------------------------------
+
+cdef enum:
+    REASON_NONE = 0
+    REASON_BANNED = 1
+    REASON_OVERFLOW = 2
+    REASON_LIMIT = 3
+    VERDICT_REFUSED = 4           # added to a reason: the connection was refused
+
+cdef uint64_t _LIMIT_SALT = 0xA0761D6478BD642FULL   # netblock keys apart from text keys
+
+
+cdef class GuardTable:
+    """One call per accepted connection: the ban table, the limiter, the tracker.
+
+    The address is parsed once, with the tracker's prefixes (the Guard makes
+    the ban table's match); each table's shard lock is taken in turn, never
+    two at once. connguard.Guard is the public face.
+    """
+
+    # Written once in __init__, read-only afterwards.
+    cdef SourceTable _tracker
+    cdef BanTable _bans           # may be None
+    cdef BucketTable _limiter     # may be None
+    cdef bint _enforce
+    cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
+    cdef object _on_limit         # called (source, level) when a source first reaches a level
+
+    def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
+                 bint enforce, tuple verdicts not None, object on_limit):
+        if len(verdicts) != 8:
+            raise ValueError("verdicts must hold 8 entries")
+        self._tracker = tracker
+        self._bans = bans
+        self._limiter = limiter
+        self._enforce = enforce
+        self._verdicts = verdicts
+        self._on_limit = on_limit
+
+    @cython.binding(False)
+    def accept(self, source, destination="", now=None):
+        """Check and count an accepted connection; return its verdict."""
+        cdef uint64_t hi, lo
+        cdef Destination d
+        cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
+        cdef uint32_t violations = 0
+        cdef SourceTable tracker = self._tracker
+        tracker._key(source, &hi, &lo)
+        classify(destination, tracker._port_class, &d)
+        cdef double t = tracker._now(now)
+        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+            if self._enforce:
+                return self._verdicts[REASON_BANNED + VERDICT_REFUSED]
+            reason = REASON_BANNED
+        if self._limiter is not None:
+            level = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t, &violations)
+            if level != TAKE_ALLOWED:
+                if self._on_limit is not None and (
+                        (level == TAKE_VIOLATION and violations == self._limiter._cfg.warn_after + 1)
+                        or (level == TAKE_ABUSE and violations == self._limiter._cfg.abuse_after)):
+                    self._on_limit(source, level)   # no lock is held here
+                if self._enforce:
+                    return self._verdicts[(reason or REASON_LIMIT) + VERDICT_REFUSED]
+                if reason == REASON_NONE:
+                    reason = REASON_LIMIT
+        counted = tracker_accept(tracker, hi, lo, &d, t)
+        if counted == 0 and tracker._deny:
+            return self._verdicts[(reason or REASON_OVERFLOW) + VERDICT_REFUSED]
+        return self._verdicts[reason]
+
+    @cython.binding(False)
+    def close(self, source, now=None):
+        """Count a closed connection; return False when there was none to close."""
+        return self._tracker.close(source, now)
+
+
+cdef inline bint ban_active(BanTable bans, uint64_t hi, uint64_t lo, double t) noexcept:
+    cdef uint64_t h = key_hash(hi, lo, bans._seed)
+    cdef Py_ssize_t i = h & bans._shard_mask
+    cdef Header* e
+    cdef bint banned
+    if CG_SHARD_LOCKS:
+        with bans._lock_of(i).lock:
+            e = table_find(&bans._tables[i], hi, lo, h)
+            banned = e != NULL and e.last_seen > t
+    else:
+        e = table_find(&bans._tables[i], hi, lo, h)
+        banned = e != NULL and e.last_seen > t
+    return banned
+
+
+cdef inline int limit_take(BucketTable limiter, uint64_t hi, uint64_t lo, double t,
+                    uint32_t* violations) noexcept:
+    cdef uint64_t h = key_hash(hi, lo, limiter._seed)
+    cdef Py_ssize_t i = h & limiter._shard_mask
+    cdef int code
+    if CG_SHARD_LOCKS:
+        with limiter._lock_of(i).lock:
+            code = bucket_take(&limiter._tables[i], hi, lo, h, t, &limiter._cfg, limiter._seed, violations)
+    else:
+        code = bucket_take(&limiter._tables[i], hi, lo, h, t, &limiter._cfg, limiter._seed, violations)
+    return code
+
+
+cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, Destination* d,
+                        double t) noexcept:
+    cdef uint64_t h = key_hash(hi, lo, tracker._seed)
+    cdef Py_ssize_t i = h & tracker._shard_mask
+    cdef int result
+    if CG_SHARD_LOCKS:
+        with tracker._lock_of(i).lock:
+            result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg)
+    else:
+        result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg)
+    return result
 
 
 cdef uint64_t _prefix_mask(int bits) noexcept:
@@ -1345,6 +1441,8 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* out, Py_ssize_t filled, int by,
     cdef double t
     for j in range(s.n):
         entry = <Entry*>table_at(s, j)
+        if by == 3 and entry.hdr.patterns == 0:
+            continue
         out[filled].key_hi = entry.hdr.key_hi
         out[filled].key_lo = entry.hdr.key_lo
         if by == 0:

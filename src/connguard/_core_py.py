@@ -24,7 +24,7 @@ PATTERN_BITS = {"conn_flood": 1, "conn_rate": 2, "spam_relay": 4,
                 "port_scan": 8, "credential_stuffing": 16, "dns_tunnel": 32}
 EVICTION_SAMPLES = 8
 SKETCH_BITS = 64
-TOP_BY = {"active": 0, "total": 1, "rate": 2}
+TOP_BY = {"active": 0, "total": 1, "rate": 2, "flagged": 3}   # flagged: by rate, flagged only
 
 _FLOOD = 1
 _RATE = 2
@@ -661,10 +661,7 @@ class SourceTable(ShardedTable):
         """Count an accepted connection; False only when overflow="deny" refuses it."""
         _, hi, lo = self._key(source)
         d = classify(destination, self._port_class)
-        t = self._now(now)
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            result = table_accept(self._tables[i], hi, lo, d, t, self._cfg)
+        result = tracker_accept(self, hi, lo, d, self._now(now))
         return result != 0 or not self._deny
 
     def close(self, source: str, now: float | None = None) -> bool:
@@ -691,6 +688,8 @@ class SourceTable(ShardedTable):
         for i, table in enumerate(self._tables):
             with self._lock_of(i):
                 for e in table.entries:
+                    if by == 3 and not e.patterns:
+                        continue
                     if by == 0:
                         score = float(e.active)
                     elif by == 1:
@@ -730,11 +729,7 @@ class BanTable(ShardedTable):
     def is_banned(self, source: str, now: float | None = None) -> bool:
         """Return True while the source's netblock is banned."""
         _, hi, lo = self._key(source)
-        t = self._now(now)
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            e = self._tables[i].find(hi, lo)
-            return e is not None and e.last_seen > t
+        return ban_active(self, hi, lo, self._now(now))
 
     def set_until(self, hi: int, lo: int, until: float) -> bool:
         """Ban a key until ``until``; False when the table had no room."""
@@ -806,13 +801,14 @@ class LimitConfig:
 TAKE_ALLOWED, TAKE_WARNING, TAKE_VIOLATION, TAKE_ABUSE = 0, 1, 2, 3
 
 
-def bucket_take(self: Table, hi: int, lo: int, now: float, cfg: LimitConfig) -> int:
-    """Spend one token; return TAKE_ALLOWED or the escalation level of the denial."""
+def bucket_take(self: Table, hi: int, lo: int, now: float, cfg: LimitConfig) -> tuple[int, int]:
+    """Spend one token; return TAKE_ALLOWED or the denial's escalation level, and the
+    key's count of denials in the current window."""
     b = self.find(hi, lo)
     if b is None:
         b = self.insert(hi, lo, now)
         if b is None:
-            return TAKE_ALLOWED
+            return TAKE_ALLOWED, 0
         b.tokens = cfg.burst
     elif now > b.last_seen:
         tokens = b.tokens + (now - b.last_seen) * cfg.rate
@@ -820,17 +816,17 @@ def bucket_take(self: Table, hi: int, lo: int, now: float, cfg: LimitConfig) -> 
         b.last_seen = now
     if b.tokens >= 1.0:
         b.tokens -= 1.0
-        return TAKE_ALLOWED
+        return TAKE_ALLOWED, 0
     if b.violations and now - b.last_violation > cfg.violation_window:
         b.violations = 0
     if b.violations < 0xFFFFFFFF:
         b.violations += 1
     b.last_violation = now
     if b.violations <= cfg.warn_after:
-        return TAKE_WARNING
+        return TAKE_WARNING, b.violations
     if b.violations < cfg.abuse_after:
-        return TAKE_VIOLATION
-    return TAKE_ABUSE
+        return TAKE_VIOLATION, b.violations
+    return TAKE_ABUSE, b.violations
 
 
 class BucketTable(ShardedTable):
@@ -850,10 +846,7 @@ class BucketTable(ShardedTable):
 
     def _take(self, key: str, now: float | None) -> int:
         hi, lo = self._bucket_key(key)
-        t = self._now(now)
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            return bucket_take(self._tables[i], hi, lo, t, self._cfg)
+        return limit_take(self, hi, lo, self._now(now))[0]
 
     def allow(self, key: str, now: float | None = None) -> bool:
         """Spend a token for ``key``; True when one was there."""
@@ -870,3 +863,82 @@ class BucketTable(ShardedTable):
         with self._lock_of(i):
             b = self._tables[i].find(hi, lo)
             return None if b is None else (b.tokens, b.violations)
+
+
+# --- the guard ----------------------------------------------------------------
+
+REASON_NONE, REASON_BANNED, REASON_OVERFLOW, REASON_LIMIT = 0, 1, 2, 3
+VERDICT_REFUSED = 4
+_LIMIT_SALT = 0xA0761D6478BD642F
+
+
+class GuardTable:
+    """One call per accepted connection: the ban table, the limiter, the tracker.
+
+    The address is parsed once, with the tracker's prefixes (the Guard makes
+    the ban table's match); each table's shard lock is taken in turn, never
+    two at once. connguard.Guard is the public face.
+    """
+
+    def __init__(self, *, tracker: SourceTable, bans: BanTable | None,
+                 limiter: BucketTable | None, enforce: bool, verdicts: tuple[Any, ...],
+                 on_limit: Callable[[str, int], object] | None) -> None:
+        if len(verdicts) != 8:
+            raise ValueError("verdicts must hold 8 entries")
+        self._tracker = tracker
+        self._bans = bans
+        self._limiter = limiter
+        self._enforce = bool(enforce)
+        self._verdicts = verdicts
+        self._on_limit = on_limit
+
+    def accept(self, source: str, destination: str | None = "", now: float | None = None) -> Any:
+        """Check and count an accepted connection; return its verdict."""
+        tracker = self._tracker
+        _, hi, lo = tracker._key(source)
+        d = classify(destination, tracker._port_class)
+        t = tracker._now(now)
+        reason = REASON_NONE
+        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+            if self._enforce:
+                return self._verdicts[REASON_BANNED + VERDICT_REFUSED]
+            reason = REASON_BANNED
+        if self._limiter is not None:
+            level, violations = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t)
+            if level != TAKE_ALLOWED:
+                cfg = self._limiter._cfg
+                if self._on_limit is not None and (
+                        (level == TAKE_VIOLATION and violations == cfg.warn_after + 1)
+                        or (level == TAKE_ABUSE and violations == cfg.abuse_after)):
+                    self._on_limit(source, level)
+                if self._enforce:
+                    return self._verdicts[(reason or REASON_LIMIT) + VERDICT_REFUSED]
+                if reason == REASON_NONE:
+                    reason = REASON_LIMIT
+        counted = tracker_accept(tracker, hi, lo, d, t)
+        if counted == 0 and tracker._deny:
+            return self._verdicts[(reason or REASON_OVERFLOW) + VERDICT_REFUSED]
+        return self._verdicts[reason]
+
+    def close(self, source: str, now: float | None = None) -> bool:
+        """Count a closed connection; return False when there was none to close."""
+        return self._tracker.close(source, now)
+
+
+def ban_active(bans: BanTable, hi: int, lo: int, t: float) -> bool:
+    i = bans._shard_of(hi, lo)
+    with bans._lock_of(i):
+        e = bans._tables[i].find(hi, lo)
+        return e is not None and e.last_seen > t
+
+
+def limit_take(limiter: BucketTable, hi: int, lo: int, t: float) -> tuple[int, int]:
+    i = limiter._shard_of(hi, lo)
+    with limiter._lock_of(i):
+        return bucket_take(limiter._tables[i], hi, lo, t, limiter._cfg)
+
+
+def tracker_accept(tracker: SourceTable, hi: int, lo: int, d: tuple[int, int, int], t: float) -> int:
+    i = tracker._shard_of(hi, lo)
+    with tracker._lock_of(i):
+        return table_accept(tracker._tables[i], hi, lo, d, t, tracker._cfg)

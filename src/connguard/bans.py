@@ -387,8 +387,11 @@ class _BanAPI:
         return duration
 
     def _log_ban(self, ban: Ban) -> None:
-        log.warning("connguard: banned %s until %.0f (live penalties %d >= %d)",
-                    ban.source, ban.until, ban.score, self._ban_score)
+        if ban.score >= self._ban_score:
+            log.warning("connguard: banned %s until %.0f (live penalties %d >= %d)",
+                        ban.source, ban.until, ban.score, self._ban_score)
+        else:
+            log.warning("connguard: banned %s until %.0f (by ban())", ban.source, ban.until)
 
     @staticmethod
     def _fire(events: list[tuple[Callable[[Any], object] | None, Any]]) -> None:

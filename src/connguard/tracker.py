@@ -169,11 +169,14 @@ class _TrackerAPI:
         return None if raw is None else self._to_stats(raw)
 
     def top(self, n: int = 10, by: str = "active", now: float | None = None) -> list[SourceStats]:
-        """Return the n sources ranked highest by "active", "total" or "rate"."""
+        """Return the n sources ranked highest by "active", "total" or "rate".
+
+        ``by="flagged"``: only sources with a pattern raised, highest rate first.
+        """
         n = int_arg("n", n, 0, 2**62)
         code = _core.core.TOP_BY.get(by)
         if code is None:
-            raise ValueError(f"by must be 'active', 'total' or 'rate', got {by!r}")
+            raise ValueError(f"by must be 'active', 'total', 'rate' or 'flagged', got {by!r}")
         return [self._to_stats(raw) for raw in self.top_raw(n, code, now)]  # type: ignore[attr-defined]
 
     def _to_stats(self, raw: tuple[Any, ...]) -> SourceStats:
