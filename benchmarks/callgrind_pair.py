@@ -32,12 +32,15 @@ import connguard
 if {expect_compiled} and not connguard.COMPILED:
     sys.exit("the compiled core did not load")
 n, family = int(sys.argv[1]), sys.argv[2]
-if family in ("ipv4", "floor"):
+if family in ("ipv4", "guard", "floor"):
     sources = [f"10.0.{{i >> 8}}.{{i & 255}}" for i in range(1000)]
 else:
     sources = [f"2001:db8:{{i:x}}:1::{{i % 9 + 1}}" for i in range(1000)]
 t = connguard.Tracker(clock=None)
 accept, close = t.accept, t.close
+if "{scenario}" == "guard":                     # the ban check on top of the tracker
+    g = connguard.Guard(tracker=t, limiter=False)
+    accept, close = g.accept, g.close
 if "{scenario}" == "floor":                     # the same loop around two no-op C calls
     accept = close = {{}}.get
 destination = "www.example.com:443"
@@ -55,7 +58,7 @@ def run(sources, accept, close, destination):
 run(sources, accept, close, destination)
 """
 
-SCENARIOS = ("ipv4", "ipv6", "floor")
+SCENARIOS = ("ipv4", "ipv6", "guard", "floor")
 
 
 def instructions(script: str, pairs: int, family: str) -> int:

@@ -28,6 +28,16 @@ def main(path: str) -> None:
                          f"FixedWindowRateLimiter {info['limits_ns']:,.0f} ns "
                          f"({info['limits_ns'] / c:.0f}x slower), pyrate-limiter "
                          f"{info['pyrate_ns']:,.0f} ns ({info['pyrate_ns'] / c:.0f}x slower).")
+        elif info.get("kind") == "guard":
+            g, t, f, n = (info[k] for k in ("guard_bans_ns", "tracker_ns", "guard_full_ns", "ngit_ns"))
+            extra.append(f"\nGuard accept+close over 1,000 sources: {g:.0f} ns with the ban check "
+                         f"({(g / t - 1) * 100:+.0f}% on the bare Tracker's {t:.0f} ns), {f:.0f} ns "
+                         f"with the rate limiter too; {n / g:.0f}x and {n / f:.0f}x faster than "
+                         f"the ngit design ({n:,.0f} ns).")
+        elif info.get("kind") == "guard_accept":
+            g, t = info["guard_bans_ns"], info["tracker_ns"]
+            extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "
+                         f"{(g / t - 1) * 100:+.0f}% on Tracker.accept's {t:.0f} ns.")
         elif info.get("kind") == "is_banned":
             extra.append(f"\nBanManager.is_banned over 1,000 sources: {info['compiled_ns']:.0f} ns "
                          f"per call, of which {info['loop_floor_ns']:.0f} ns is the Python loop.")

@@ -1043,18 +1043,7 @@ cdef class SourceTable(ShardedTable):
     @cython.binding(False)
     def close(self, source, now=None):
         """Count a closed connection; return False when there was none to close."""
-        cdef uint64_t hi, lo, h
-        cdef bint closed
-        self._key(source, &hi, &lo)
-        cdef double t = self._now(now)
-        h = key_hash(hi, lo, self._seed)
-        cdef Py_ssize_t i = h & self._shard_mask
-        if CG_SHARD_LOCKS:
-            with self._lock_of(i).lock:
-                closed = table_close(&self._tables[i], hi, lo, h, t, &self._cfg)
-        else:
-            closed = table_close(&self._tables[i], hi, lo, h, t, &self._cfg)
-        return closed
+        return tracker_close(self, source, now)
 
     def stats_raw(self, uint64_t hi, uint64_t lo, now=None):
         """Return one source's raw counters, windows advanced to ``now``, or None."""
@@ -1364,7 +1353,7 @@ cdef class GuardTable:
     @cython.binding(False)
     def close(self, source, now=None):
         """Count a closed connection; return False when there was none to close."""
-        return self._tracker.close(source, now)
+        return tracker_close(self._tracker, source, now)
 
 
 cdef inline bint ban_active(BanTable bans, uint64_t hi, uint64_t lo, double t) noexcept:
@@ -1393,6 +1382,21 @@ cdef inline int limit_take(BucketTable limiter, uint64_t hi, uint64_t lo, double
     else:
         code = bucket_take(&limiter._tables[i], hi, lo, h, t, &limiter._cfg, limiter._seed, violations)
     return code
+
+
+cdef inline bint tracker_close(SourceTable tracker, object source, object now) except -1:
+    cdef uint64_t hi, lo
+    tracker._key(source, &hi, &lo)
+    cdef double t = tracker._now(now)
+    cdef uint64_t h = key_hash(hi, lo, tracker._seed)
+    cdef Py_ssize_t i = h & tracker._shard_mask
+    cdef bint closed
+    if CG_SHARD_LOCKS:
+        with tracker._lock_of(i).lock:
+            closed = table_close(&tracker._tables[i], hi, lo, h, t, &tracker._cfg)
+    else:
+        closed = table_close(&tracker._tables[i], hi, lo, h, t, &tracker._cfg)
+    return closed
 
 
 cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, Destination* d,

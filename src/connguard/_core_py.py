@@ -666,11 +666,7 @@ class SourceTable(ShardedTable):
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
-        _, hi, lo = self._key(source)
-        t = self._now(now)
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            return table_close(self._tables[i], hi, lo, t, self._cfg)
+        return tracker_close(self, source, now)
 
     def stats_raw(self, hi: int, lo: int, now: float | None = None) -> tuple[Any, ...] | None:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
@@ -922,7 +918,7 @@ class GuardTable:
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
-        return self._tracker.close(source, now)
+        return tracker_close(self._tracker, source, now)
 
 
 def ban_active(bans: BanTable, hi: int, lo: int, t: float) -> bool:
@@ -936,6 +932,14 @@ def limit_take(limiter: BucketTable, hi: int, lo: int, t: float) -> tuple[int, i
     i = limiter._shard_of(hi, lo)
     with limiter._lock_of(i):
         return bucket_take(limiter._tables[i], hi, lo, t, limiter._cfg)
+
+
+def tracker_close(tracker: SourceTable, source: str, now: float | None) -> bool:
+    _, hi, lo = tracker._key(source)
+    t = tracker._now(now)
+    i = tracker._shard_of(hi, lo)
+    with tracker._lock_of(i):
+        return table_close(tracker._tables[i], hi, lo, t, tracker._cfg)
 
 
 def tracker_accept(tracker: SourceTable, hi: int, lo: int, d: tuple[int, int, int], t: float) -> int:

@@ -1,0 +1,74 @@
+"""Guard.accept + Guard.close against the bare Tracker and the ngit-design baseline.
+
+All timed round by round in turn (see interleave()); 1,000 IPv4 sources, none
+banned, so every connection takes the whole path: ban check, limiter (for the
+full guard), tracker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import connguard
+
+from .baselines.ngit_tracker import NgitTracker
+from .conftest import BATCH, batches, interleave, ipv4_sources
+
+DESTINATION = "www.example.com:443"
+ROUNDS = 25
+
+
+def pair_loop(accept: Callable[..., Any], close: Callable[..., Any]) -> Callable[[list[str]], None]:
+    def run(batch: list[str]) -> None:
+        for source in batch:
+            accept(source, DESTINATION)
+            close(source)
+
+    return run
+
+
+def test_guard_pair_1k_sources(benchmark: Any) -> None:
+    sources = ipv4_sources(1_000)
+    tracker = connguard.Tracker()
+    bans_only = connguard.Guard(limiter=False)
+    # A limiter sized for connection rates: every pair here is allowed.
+    full = connguard.Guard(limiter=connguard.RateLimiter(rate=1e6, burst=1e6))
+    ngit = NgitTracker()
+    runs = {
+        "guard_bans": pair_loop(bans_only.accept, bans_only.close),
+        "tracker": pair_loop(tracker.accept, tracker.close),
+        "guard_full": pair_loop(full.accept, full.close),
+        "ngit": pair_loop(ngit.accept, ngit.close),
+    }
+    for run in runs.values():
+        run(sources)
+    others = {name: (runs[name], batches(sources, BATCH // (20 if name == "ngit" else 1)))
+              for name in ("tracker", "guard_full", "ngit")}
+    benchmark.group = "guard pair x1000"
+    ns = interleave(benchmark, runs["guard_bans"], batches(sources, BATCH), others, ROUNDS)
+    if ns is not None:
+        ns["guard_bans"] = ns.pop("compiled")
+        benchmark.extra_info.update(kind="guard", **{f"{k}_ns": round(v, 1) for k, v in ns.items()})
+
+
+def test_guard_accept_only_1k_sources(benchmark: Any) -> None:
+    """The ban check's cost on accept alone (connections stay open: counts only grow)."""
+    sources = ipv4_sources(1_000)
+    tracker = connguard.Tracker(concurrent_threshold=2**31)
+    guard = connguard.Guard(tracker=connguard.Tracker(concurrent_threshold=2**31), limiter=False)
+
+    def accepts(accept: Callable[..., Any]) -> Callable[[list[str]], None]:
+        def run(batch: list[str]) -> None:
+            for source in batch:
+                accept(source, DESTINATION)
+        return run
+
+    runs = {"guard_bans": accepts(guard.accept), "tracker": accepts(tracker.accept)}
+    for run in runs.values():
+        run(sources)
+    benchmark.group = "guard accept x1000"
+    ns = interleave(benchmark, runs["guard_bans"], batches(sources, BATCH),
+                    {"tracker": (runs["tracker"], batches(sources, BATCH))}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(kind="guard_accept", guard_bans_ns=round(ns["compiled"], 1),
+                                    tracker_ns=round(ns["tracker"], 1))
