@@ -43,6 +43,17 @@ cdef extern from *:
         return w;
     }
 
+    /* A counter that threads may bump at once: relaxed atomics on
+       free-threaded builds; under the GIL a plain increment is already safe. */
+    #if defined(Py_GIL_DISABLED) && defined(_MSC_VER)
+    #include <intrin.h>
+    #define CG_COUNT(p) ((void)_InterlockedIncrement64((volatile long long *)(p)))
+    #elif defined(Py_GIL_DISABLED)
+    #define CG_COUNT(p) ((void)__atomic_fetch_add((p), 1, __ATOMIC_RELAXED))
+    #else
+    #define CG_COUNT(p) ((void)(++*(p)))
+    #endif
+
     /* The default clock, read without making a float. On Linux it is the
        coarse monotonic clock: same epoch as time.monotonic(), a resolution
        of a kernel tick (1-4 ms, ample for windows of seconds), and several
@@ -67,6 +78,7 @@ cdef extern from *:
     """
     const bint CG_SHARD_LOCKS
     double cg_monotonic() noexcept nogil
+    void CG_COUNT(int64_t* counter) noexcept nogil
     uint64_t cg_load_le64(const uint8_t* p) noexcept nogil
 
 cdef extern from "Python.h":
@@ -602,6 +614,7 @@ cdef struct Table:
     int64_t active_connections
     uint32_t active_sources   # entries with hdr.active > 0: never evicted
     uint32_t flagged_sources  # entries with hdr.patterns != 0
+    uint32_t flagged_by[8]    # entries with each PATTERN_BITS bit set
     uint64_t evictions
     uint64_t overflows
 
@@ -737,11 +750,20 @@ cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
         while table_at(self, i).active != 0:
             i = (i + 1) % self.n
         best = i
-    if table_at(self, best).patterns:
-        self.flagged_sources -= 1
+    table_flags_changed(self, table_at(self, best).patterns, 0)
     table_remove(self, best, seed)
     self.evictions += 1
     return True
+
+
+cdef void table_flags_changed(Table* self, uint8_t before, uint8_t after) noexcept nogil:
+    """Keep flagged_sources and flagged_by in step with one entry's pattern bits."""
+    cdef int bit
+    if (before == 0) != (after == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    for bit in range(8):
+        if (before ^ after) & (1 << bit):
+            self.flagged_by[bit] += 1 if after & (1 << bit) else -1
 
 
 cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
@@ -797,8 +819,8 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     if e.hdr.active >= cfg.concurrent_threshold:
         e.hdr.patterns |= _FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.hdr.patterns == 0):
-        self.flagged_sources += 1 if before == 0 else -1
+    if before != e.hdr.patterns:
+        table_flags_changed(self, before, e.hdr.patterns)
     return 1
 
 
@@ -820,8 +842,8 @@ cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double 
         self.active_sources -= 1
         e.hdr.patterns &= ~_FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.hdr.patterns == 0):
-        self.flagged_sources += 1 if before == 0 else -1
+    if before != e.hdr.patterns:
+        table_flags_changed(self, before, e.hdr.patterns)
     return True
 
 
@@ -966,6 +988,22 @@ cdef class ShardedTable:
             else:
                 _add_counters(&self._tables[i], sums)
         return tuple([sums[i] for i in range(6)])
+
+    def flagged_by(self):
+        """Return how many entries have each pattern bit set (PATTERN_BITS order)."""
+        cdef int64_t sums[8]
+        cdef Py_ssize_t i
+        cdef int bit
+        memset(sums, 0, sizeof(sums))
+        for i in range(self._shard_mask + 1):
+            if CG_SHARD_LOCKS:
+                with self._lock_of(i).lock:
+                    for bit in range(8):
+                        sums[bit] += self._tables[i].flagged_by[bit]
+            else:
+                for bit in range(8):
+                    sums[bit] += self._tables[i].flagged_by[bit]
+        return tuple([sums[bit] for bit in range(len(PATTERN_BITS))])
 
     def memory_bytes(self):
         """Return the bytes this table holds: C tables and shard objects."""
@@ -1307,6 +1345,7 @@ cdef class GuardTable:
     cdef bint _enforce
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
     cdef object _on_limit         # called (source, level) when a source first reaches a level
+    cdef int64_t _counts[8]       # verdicts returned, by index; bumped with CG_COUNT
 
     def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
                  bint enforce, tuple verdicts not None, object on_limit):
@@ -1322,6 +1361,11 @@ cdef class GuardTable:
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
         """Check and count an accepted connection; return its verdict."""
+        cdef int code = self._decide(source, destination, now)
+        CG_COUNT(&self._counts[code])
+        return self._verdicts[code]
+
+    cdef int _decide(self, object source, object destination, object now) except -1:
         cdef uint64_t hi, lo
         cdef Destination d
         cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
@@ -1332,7 +1376,7 @@ cdef class GuardTable:
         cdef double t = tracker._now(now)
         if self._bans is not None and ban_active(self._bans, hi, lo, t):
             if self._enforce:
-                return self._verdicts[REASON_BANNED + VERDICT_REFUSED]
+                return REASON_BANNED + VERDICT_REFUSED
             reason = REASON_BANNED
         if self._limiter is not None:
             level = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t, &violations)
@@ -1342,13 +1386,17 @@ cdef class GuardTable:
                         or (level == TAKE_ABUSE and violations == self._limiter._cfg.abuse_after)):
                     self._on_limit(source, level)   # no lock is held here
                 if self._enforce:
-                    return self._verdicts[(reason or REASON_LIMIT) + VERDICT_REFUSED]
+                    return (reason or REASON_LIMIT) + VERDICT_REFUSED
                 if reason == REASON_NONE:
                     reason = REASON_LIMIT
         counted = tracker_accept(tracker, hi, lo, &d, t)
         if counted == 0 and tracker._deny:
-            return self._verdicts[(reason or REASON_OVERFLOW) + VERDICT_REFUSED]
-        return self._verdicts[reason]
+            return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        return reason
+
+    def verdict_counts(self):
+        """Return how many times each verdict was returned, by verdict index."""
+        return tuple([self._counts[i] for i in range(8)])
 
     @cython.binding(False)
     def close(self, source, now=None):

@@ -384,6 +384,7 @@ class Table:
         self.active_connections = 0
         self.active_sources = 0
         self.flagged_sources = 0
+        self.flagged_by = [0] * 8              # entries with each PATTERN_BITS bit set
         self.evictions = 0
         self.overflows = 0
 
@@ -428,8 +429,7 @@ class Table:
             while self.entries[i].active != 0:
                 i = (i + 1) % n
             best = i
-        if self.entries[best].patterns:
-            self.flagged_sources -= 1
+        table_flags_changed(self, self.entries[best].patterns, 0)
         self.remove(best)
         self.evictions += 1
         return True
@@ -456,6 +456,15 @@ class Table:
         """Return a copy of the entry for a key, or None when there is none."""
         e = self.find(hi, lo)
         return None if e is None else e.copy()
+
+
+def table_flags_changed(self: Table, before: int, after: int) -> None:
+    """Keep flagged_sources and flagged_by in step with one entry's pattern bits."""
+    if (before == 0) != (after == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    for bit in range(8):
+        if (before ^ after) & (1 << bit):
+            self.flagged_by[bit] += 1 if after & (1 << bit) else -1
 
 
 def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
@@ -485,8 +494,8 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
     if e.active >= cfg.concurrent_threshold:
         e.patterns |= _FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.patterns == 0):
-        self.flagged_sources += 1 if before == 0 else -1
+    if before != e.patterns:
+        table_flags_changed(self, before, e.patterns)
     return 1
 
 
@@ -506,8 +515,8 @@ def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
         self.active_sources -= 1
         e.patterns &= ~_FLOOD
     update_rate_flag(e, now, cfg)
-    if (before == 0) != (e.patterns == 0):
-        self.flagged_sources += 1 if before == 0 else -1
+    if before != e.patterns:
+        table_flags_changed(self, before, e.patterns)
     return True
 
 
@@ -613,6 +622,15 @@ class ShardedTable:
                           t.flagged_sources, t.evictions, t.overflows)
             sums = [a + b for a, b in zip(sums, values, strict=True)]
         return tuple(sums)  # type: ignore[return-value]
+
+    def flagged_by(self) -> tuple[int, ...]:
+        """Return how many entries have each pattern bit set (PATTERN_BITS order)."""
+        sums = [0] * len(PATTERN_BITS)
+        for i, t in enumerate(self._tables):
+            with self._lock_of(i):
+                values = t.flagged_by[:len(PATTERN_BITS)]
+            sums = [a + b for a, b in zip(sums, values, strict=True)]
+        return tuple(sums)
 
     def memory_bytes(self) -> int:
         """Return the bytes held by the tables (entries, lists and indexes)."""
@@ -887,9 +905,17 @@ class GuardTable:
         self._enforce = bool(enforce)
         self._verdicts = verdicts
         self._on_limit = on_limit
+        self._counts = [0] * 8                 # verdicts returned, by index
+        self._counts_lock = threading.Lock()   # guards _counts
 
     def accept(self, source: str, destination: str | None = "", now: float | None = None) -> Any:
         """Check and count an accepted connection; return its verdict."""
+        code = self._decide(source, destination, now)
+        with self._counts_lock:
+            self._counts[code] += 1
+        return self._verdicts[code]
+
+    def _decide(self, source: str, destination: str | None, now: float | None) -> int:
         tracker = self._tracker
         _, hi, lo = tracker._key(source)
         d = classify(destination, tracker._port_class)
@@ -897,7 +923,7 @@ class GuardTable:
         reason = REASON_NONE
         if self._bans is not None and ban_active(self._bans, hi, lo, t):
             if self._enforce:
-                return self._verdicts[REASON_BANNED + VERDICT_REFUSED]
+                return REASON_BANNED + VERDICT_REFUSED
             reason = REASON_BANNED
         if self._limiter is not None:
             level, violations = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t)
@@ -908,13 +934,18 @@ class GuardTable:
                         or (level == TAKE_ABUSE and violations == cfg.abuse_after)):
                     self._on_limit(source, level)
                 if self._enforce:
-                    return self._verdicts[(reason or REASON_LIMIT) + VERDICT_REFUSED]
+                    return (reason or REASON_LIMIT) + VERDICT_REFUSED
                 if reason == REASON_NONE:
                     reason = REASON_LIMIT
         counted = tracker_accept(tracker, hi, lo, d, t)
         if counted == 0 and tracker._deny:
-            return self._verdicts[(reason or REASON_OVERFLOW) + VERDICT_REFUSED]
-        return self._verdicts[reason]
+            return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        return reason
+
+    def verdict_counts(self) -> tuple[int, ...]:
+        """Return how many times each verdict was returned, by verdict index."""
+        with self._counts_lock:
+            return tuple(self._counts)
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""

@@ -142,6 +142,7 @@ class _BanAPI:
         self._records: OrderedDict[tuple[int, int], _Record] = OrderedDict()  # least recent first
         self._ids: dict[str, tuple[int, int]] = {}
         self._counter = itertools.count(1)
+        self._by_kind: dict[str, int] = dict.fromkeys(self._kinds, 0)   # infractions recorded
         self.allowed_reports = 0      # reports about allow-listed sources, not acted on
         super().__init__(  # type: ignore[call-arg]
             capacity=self._capacity, shards=shards, ipv4_prefix=self._ipv4_prefix,
@@ -301,6 +302,7 @@ class _BanAPI:
             self._ids.pop(dropped.id, None)
         record.infractions.append(infraction)
         self._ids[infraction.id] = record_key
+        self._by_kind[infraction.kind] += 1
         events.append((self._on_infraction, infraction))
         until = self._score_until(record, t)
         if until > t:
@@ -435,6 +437,11 @@ class _BanAPI:
         family, address = _core.core.parse_source(source.partition("/")[0])
         ip = ipaddress.IPv4Address(address) if family == 4 else ipaddress.IPv6Address(address)
         return any(ip in net for net in self._allow)
+
+    def infraction_counts(self) -> dict[str, int]:
+        """Infractions recorded since start (local and remote), by kind."""
+        with self._lock:
+            return dict(self._by_kind)
 
     @property
     def node_id(self) -> str:
