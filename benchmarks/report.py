@@ -38,6 +38,9 @@ def main(path: str) -> None:
             g, t = info["guard_bans_ns"], info["tracker_ns"]
             extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "
                          f"{(g / t - 1) * 100:+.0f}% on Tracker.accept's {t:.0f} ns.")
+        elif info.get("kind") == "scrape":
+            extra.append(f"\nA Prometheus scrape of a Guard tracking {info['sources']:,} sources: "
+                         f"{info['median_ms']:.2f} ms.")
         elif info.get("kind") == "is_banned":
             extra.append(f"\nBanManager.is_banned over 1,000 sources: {info['compiled_ns']:.0f} ns "
                          f"per call, of which {info['loop_floor_ns']:.0f} ns is the Python loop.")

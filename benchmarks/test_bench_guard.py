@@ -73,3 +73,21 @@ def test_guard_accept_only_1k_sources(benchmark: Any) -> None:
     if ns is not None:
         benchmark.extra_info.update(kind="guard_accept", guard_bans_ns=round(ns["compiled"], 1),
                                     tracker_ns=round(ns["tracker"], 1))
+
+
+def test_scrape_with_a_million_sources(benchmark: Any) -> None:
+    """A scrape reads aggregates only: its cost must not grow with the table."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from connguard.metrics import GuardCollector
+
+    guard = connguard.Guard(limiter=False)
+    for source in ipv4_sources(1_000_000):
+        guard.accept(source, DESTINATION)
+    registry = CollectorRegistry()
+    registry.register(GuardCollector(guard))
+    benchmark.group = "scrape"
+    benchmark(generate_latest, registry)
+    if not benchmark.disabled:
+        benchmark.extra_info.update(kind="scrape", sources=guard.tracker.tracked_sources,
+                                    median_ms=round(benchmark.stats.stats.median * 1e3, 3))
