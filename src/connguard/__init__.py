@@ -14,6 +14,7 @@ from .events import (
     set_listener,
 )
 from .guard import Guard, Verdict
+from .privacy import Pseudonymizer
 from .ratelimit import RateDecision, RateLimiter
 from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, SourceStats, Tracker
 
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_KINDS",
     "DEFAULT_PORT_CLASSES",
     "PATTERNS",
+    "Pseudonymizer",
     "Ban",
     "BanManager",
     "Event",

@@ -528,7 +528,8 @@ cdef struct Header:
     double last_seen          # idleness: the smallest goes first on eviction
     uint32_t active           # > 0: never evicted
     uint8_t patterns          # PATTERN_BITS (source entries)
-    uint8_t _pad[3]
+    uint8_t reported          # pattern bits already announced (logged once per pattern)
+    uint8_t _pad[2]
 
 
 cdef struct Entry:
@@ -793,7 +794,9 @@ cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, dou
 
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
                       double now, const Config* cfg) noexcept nogil:
-    """Count one accepted connection; 1 when tracked, 0 when there was no room."""
+    """Count one accepted connection; 0 when there was no room, else 1, plus
+    (bits << 8) for patterns raised on this source for the first time."""
+    cdef uint8_t fresh
     cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
     if e == NULL:
@@ -821,7 +824,9 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     update_rate_flag(e, now, cfg)
     if before != e.hdr.patterns:
         table_flags_changed(self, before, e.hdr.patterns)
-    return 1
+    fresh = e.hdr.patterns & ~e.hdr.reported
+    e.hdr.reported |= fresh
+    return 1 | (fresh << 8)
 
 
 cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
@@ -1345,10 +1350,11 @@ cdef class GuardTable:
     cdef bint _enforce
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
     cdef object _on_limit         # called (source, level) when a source first reaches a level
+    cdef object _on_flag          # called (source, bits) when patterns are first raised
     cdef int64_t _counts[8]       # verdicts returned, by index; bumped with CG_COUNT
 
     def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
-                 bint enforce, tuple verdicts not None, object on_limit):
+                 bint enforce, tuple verdicts not None, object on_limit, object on_flag):
         if len(verdicts) != 8:
             raise ValueError("verdicts must hold 8 entries")
         self._tracker = tracker
@@ -1357,6 +1363,7 @@ cdef class GuardTable:
         self._enforce = enforce
         self._verdicts = verdicts
         self._on_limit = on_limit
+        self._on_flag = on_flag
 
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
@@ -1392,6 +1399,8 @@ cdef class GuardTable:
         counted = tracker_accept(tracker, hi, lo, &d, t)
         if counted == 0 and tracker._deny:
             return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        if counted >> 8 and self._on_flag is not None:
+            self._on_flag(source, counted >> 8)      # no lock is held here
         return reason
 
     def verdict_counts(self):

@@ -289,7 +289,7 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
 class Header:
     """What every table entry starts with; all the table itself reads."""
 
-    __slots__ = ("key_hi", "key_lo", "last_seen", "active", "patterns")
+    __slots__ = ("key_hi", "key_lo", "last_seen", "active", "patterns", "reported")
 
     def __init__(self, hi: int, lo: int, now: float) -> None:
         self.key_hi = hi
@@ -297,6 +297,7 @@ class Header:
         self.last_seen = now      # idleness: the smallest goes first on eviction
         self.active = 0           # > 0: never evicted
         self.patterns = 0         # PATTERN_BITS (source entries)
+        self.reported = 0         # pattern bits already announced (logged once per pattern)
 
     def copy(self) -> Any:
         other = object.__new__(type(self))
@@ -469,7 +470,8 @@ def table_flags_changed(self: Table, before: int, after: int) -> None:
 
 def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
                  cfg: Config) -> int:
-    """Count one accepted connection; 1 when tracked, 0 when there was no room."""
+    """Count one accepted connection; 0 when there was no room, else 1, plus
+    (bits << 8) for patterns raised on this source for the first time."""
     e = self.find(hi, lo)
     if e is None:
         e = self.insert(hi, lo, now)
@@ -496,7 +498,9 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
     update_rate_flag(e, now, cfg)
     if before != e.patterns:
         table_flags_changed(self, before, e.patterns)
-    return 1
+    fresh: int = e.patterns & ~e.reported
+    e.reported |= fresh
+    return 1 | (fresh << 8)
 
 
 def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
@@ -896,7 +900,8 @@ class GuardTable:
 
     def __init__(self, *, tracker: SourceTable, bans: BanTable | None,
                  limiter: BucketTable | None, enforce: bool, verdicts: tuple[Any, ...],
-                 on_limit: Callable[[str, int], object] | None) -> None:
+                 on_limit: Callable[[str, int], object] | None,
+                 on_flag: Callable[[str, int], object] | None) -> None:
         if len(verdicts) != 8:
             raise ValueError("verdicts must hold 8 entries")
         self._tracker = tracker
@@ -905,6 +910,7 @@ class GuardTable:
         self._enforce = bool(enforce)
         self._verdicts = verdicts
         self._on_limit = on_limit
+        self._on_flag = on_flag
         self._counts = [0] * 8                 # verdicts returned, by index
         self._counts_lock = threading.Lock()   # guards _counts
 
@@ -940,6 +946,8 @@ class GuardTable:
         counted = tracker_accept(tracker, hi, lo, d, t)
         if counted == 0 and tracker._deny:
             return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        if counted >> 8 and self._on_flag is not None:
+            self._on_flag(source, counted >> 8)
         return reason
 
     def verdict_counts(self) -> tuple[int, ...]:

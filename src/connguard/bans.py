@@ -105,6 +105,7 @@ class _BanAPI:
         on_infraction: Callable[[Infraction], object] | None = None,
         on_ban: Callable[[Ban], object] | None = None,
         on_unban: Callable[[str], object] | None = None,
+        pseudonymizer: Callable[[str], str] | None = None,
         shards: int = 16,
         seed: int | None = None,
     ) -> None:
@@ -131,6 +132,7 @@ class _BanAPI:
         self._escalation = escalation
         self._jitter = number_arg("jitter", jitter, allow_low=True)
         self._on_infraction, self._on_ban, self._on_unban = on_infraction, on_ban, on_unban
+        self.pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)   # for logs
         shards = shards_arg(shards, self._capacity)
         seed = seed_arg(seed)
         self._random = random.Random(seed)
@@ -389,11 +391,12 @@ class _BanAPI:
         return duration
 
     def _log_ban(self, ban: Ban) -> None:
+        shown = self.pseudonymizer(ban.source) if self.pseudonymizer else ban.source
         if ban.score >= self._ban_score:
             log.warning("connguard: banned %s until %.0f (live penalties %d >= %d)",
-                        ban.source, ban.until, ban.score, self._ban_score)
+                        shown, ban.until, ban.score, self._ban_score)
         else:
-            log.warning("connguard: banned %s until %.0f (by ban())", ban.source, ban.until)
+            log.warning("connguard: banned %s until %.0f (by ban())", shown, ban.until)
 
     @staticmethod
     def _fire(events: list[tuple[Callable[[Any], object] | None, Any]]) -> None:
@@ -467,6 +470,8 @@ class BanManager(_BanAPI, _core.core.BanTable):  # type: ignore[misc,name-define
     ``jitter`` adds up to that fraction of a ban's length at random.
     ``on_infraction``, ``on_ban`` (once per ban) and ``on_unban`` run after
     every lock is released; one that raises is logged, not propagated.
+    A ban is logged once, at WARNING, with the netblock -- or its pseudonym
+    when ``pseudonymizer`` (a connguard.Pseudonymizer) is given.
     """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from .ratelimit import RateLimiter
 from .tracker import SourceStats, Tracker
 
 __all__ = ["Guard", "Verdict"]
+
+log = logging.getLogger("connguard.guard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,10 @@ class _GuardAPI:
         limiter: RateLimiter | None | bool = None,
         enforce: bool = False,
         clock: Callable[[], float] | None = None,
+        pseudonymizer: Callable[[str], str] | None = None,
     ) -> None:
         callable_arg("clock", clock)
+        callable_arg("pseudonymizer", pseudonymizer)
         for name, part, api in (("tracker", tracker, "_TrackerAPI"), ("bans", bans, "_BanAPI"),
                                 ("limiter", limiter, "_LimiterAPI")):
             if part is not None and not isinstance(part, bool) and not _is(part, api):
@@ -59,9 +64,12 @@ class _GuardAPI:
         self._tracker, self._bans = tracker, bans
         self._limiter = limiter or None
         self._enforce = bool(enforce)
+        self._pseudonymizer = pseudonymizer
+        if pseudonymizer is not None:
+            bans.pseudonymizer = pseudonymizer
         super().__init__(  # type: ignore[call-arg]
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
-            verdicts=_VERDICTS, on_limit=self._limit_reached)
+            verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
 
     def _limit_reached(self, source: str, level: int) -> None:
         # Called by the core, outside every lock, once per violation window
@@ -69,6 +77,19 @@ class _GuardAPI:
         # and one "rate_limit_abuse" keep every level reachable with tatanka's
         # penalties (2 + 5 < 10) instead of banning at the 5th violation.
         self._bans.report(source, _LIMIT_KINDS[level])
+
+    def _flagged(self, source: str, bits: int) -> None:
+        # Called by the core, outside every lock, the first time a source is
+        # flagged with each pattern: the only log line an unbanned source gets.
+        stats = self._tracker.stats(source)
+        if stats is None:
+            return
+        shown = self._pseudonymizer(stats.key) if self._pseudonymizer else stats.key
+        for name, bit in _core.core.PATTERN_BITS.items():
+            if bits & bit:
+                log.warning("connguard: %s flagged %s (active %d, %.1f accepts/s, %d distinct "
+                            "ports; threshold %s)", shown, name, stats.active, stats.rate,
+                            stats.distinct_ports, self._tracker.thresholds.get(name, "n/a"))
 
     def report(self, source: str, kind: str, now: float | None = None) -> Infraction:
         """Record an infraction (see BanManager.report)."""

@@ -120,6 +120,7 @@ class _TrackerAPI:
         self._window = number_arg("window", window)
         threshold = int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
         rate = math.inf if rate_threshold is None else number_arg("rate_threshold", rate_threshold)
+        self.thresholds = {"conn_flood": float(threshold), "conn_rate": rate}
         if overflow not in _OVERFLOW:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
         self._class_names, table = _port_table(
