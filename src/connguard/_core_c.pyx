@@ -1074,7 +1074,7 @@ cdef class SourceTable(ShardedTable):
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
         """Count an accepted connection; False only when overflow="deny" refuses it."""
-        cdef uint64_t hi, lo, h
+        cdef uint64_t hi, lo
         cdef Destination d
         cdef int result
         self._key(source, &hi, &lo)
@@ -1429,7 +1429,7 @@ cdef inline bint ban_active(BanTable bans, uint64_t hi, uint64_t lo, double t) n
 
 
 cdef inline int limit_take(BucketTable limiter, uint64_t hi, uint64_t lo, double t,
-                    uint32_t* violations) noexcept:
+                           uint32_t* violations) noexcept:
     cdef uint64_t h = key_hash(hi, lo, limiter._seed)
     cdef Py_ssize_t i = h & limiter._shard_mask
     cdef int code
@@ -1457,7 +1457,7 @@ cdef inline bint tracker_close(SourceTable tracker, object source, object now) e
 
 
 cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, Destination* d,
-                        double t) noexcept:
+                               double t) noexcept:
     cdef uint64_t h = key_hash(hi, lo, tracker._seed)
     cdef Py_ssize_t i = h & tracker._shard_mask
     cdef int result
