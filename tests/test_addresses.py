@@ -212,7 +212,7 @@ def test_any_ipv6_parses_like_ipaddress(core: ModuleType, address: ipaddress.IPv
 
 
 @given(st.text(max_size=60))
-def test_arbitrary_text_parses_or_raises_value_error_like_ipaddress(core: ModuleType, text: str) -> None:
+def test_arbitrary_text_parses_or_raises_value_error(core: ModuleType, text: str) -> None:
     try:
         result = core.parse_source(text)
     except ValueError:

@@ -62,3 +62,26 @@ def test_public_api_names() -> None:
         assert hasattr(connguard, name)
     assert connguard.PATTERNS == ("conn_flood", "conn_rate", "spam_relay", "port_scan",
                                   "credential_stuffing", "dns_tunnel")
+
+
+def test_type_stub_covers_the_compiled_core(pytestconfig: pytest.Config) -> None:
+    import ast
+    from pathlib import Path
+
+    if not compiled_expected(pytestconfig):
+        pytest.skip("the compiled core was not built")
+    from connguard import _core_c
+
+    stub = Path(_core_c.__file__).with_name("_core_c.pyi")
+    if not stub.exists():
+        pytest.skip("no stub beside the installed module")
+    tree = ast.parse(stub.read_text())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    declared |= {t.id for n in tree.body if isinstance(n, ast.AnnAssign) for t in [n.target]
+                 if isinstance(t, ast.Name)}
+    assert public_names(_core_c) <= declared
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            methods = {m.name for m in node.body if isinstance(m, ast.FunctionDef)
+                       and not m.name.startswith("_")}
+            assert methods <= interface(getattr(_core_c, node.name)), node.name

@@ -550,7 +550,6 @@ cdef struct Config:
     double window
     double rate_threshold     # accepts per second; +inf is off
     uint32_t concurrent_threshold
-    uint64_t seed
 
 
 cdef inline double fast_floor(double x) noexcept nogil:
@@ -793,14 +792,14 @@ cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, dou
 
 
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
-                      double now, const Config* cfg) noexcept nogil:
+                      double now, const Config* cfg, uint64_t seed) noexcept nogil:
     """Count one accepted connection; 0 when there was no room, else 1, plus
     (bits << 8) for patterns raised on this source for the first time."""
     cdef uint8_t fresh
     cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
     if e == NULL:
-        e = <Entry*>table_insert(self, hi, lo, h, now, cfg.seed)
+        e = <Entry*>table_insert(self, hi, lo, h, now, seed)
         if e == NULL:
             return 0
         e.first_seen = now
@@ -1063,7 +1062,6 @@ cdef class SourceTable(ShardedTable):
         self._cfg.window = window
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
-        self._cfg.seed = seed
         self._deny = deny
 
     def __dealloc__(self):
@@ -1463,9 +1461,9 @@ cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, De
     cdef int result
     if CG_SHARD_LOCKS:
         with tracker._lock_of(i).lock:
-            result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg)
+            result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg, tracker._seed)
     else:
-        result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg)
+        result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg, tracker._seed)
     return result
 
 

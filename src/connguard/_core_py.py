@@ -354,14 +354,12 @@ def accept_rate(e: Entry, now: float, window: float) -> float:
 
 
 class Config:
-    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "seed")
+    __slots__ = ("window", "rate_threshold", "concurrent_threshold")
 
-    def __init__(self, window: float, rate_threshold: float,
-                 concurrent_threshold: int, seed: int) -> None:
+    def __init__(self, window: float, rate_threshold: float, concurrent_threshold: int) -> None:
         self.window = window
         self.rate_threshold = rate_threshold
         self.concurrent_threshold = concurrent_threshold
-        self.seed = seed
 
 
 class Shard:
@@ -388,10 +386,6 @@ class Table:
         self.flagged_by = [0] * 8              # entries with each PATTERN_BITS bit set
         self.evictions = 0
         self.overflows = 0
-
-    @property
-    def n(self) -> int:
-        return len(self.entries)
 
     def next_random(self) -> int:
         x = self.rng
@@ -674,8 +668,7 @@ class SourceTable(ShardedTable):
             raise ValueError("port_classes must map all 65536 ports to a class id")
         self._setup(capacity, shards, Entry, ipv4_prefix, ipv6_prefix, clock, seed)
         self._port_class = bytes(port_classes)
-        self._cfg = Config(float(window), float(rate_threshold),
-                           int(concurrent_threshold), seed & _M64)
+        self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold))
         self._deny = bool(deny)
 
     def accept(self, source: str, destination: str | None = "",

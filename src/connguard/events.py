@@ -79,7 +79,7 @@ def listener_errors() -> int:
     return _errors
 
 
-def deliver(listener: Listener, event: Event) -> None:
+def _deliver(listener: Listener, event: Event) -> None:
     """Hand ``event`` to ``listener``; whatever it raises stays here."""
     try:
         listener(event)
@@ -105,21 +105,21 @@ def notify(event: Event) -> None:
     """Send ``event`` to the current listener, if any."""
     listener = _listener
     if listener is not None:
-        deliver(listener, event)
+        _deliver(listener, event)
 
 
 def notify_accept(source: str, destination: str = "") -> None:
     """Send an accept event to the current listener, if any."""
     listener = _listener
     if listener is not None:
-        deliver(listener, Event(ACCEPT, source, destination))
+        _deliver(listener, Event(ACCEPT, source, destination))
 
 
 def notify_close(source: str) -> None:
     """Send a close event to the current listener, if any."""
     listener = _listener
     if listener is not None:
-        deliver(listener, Event(CLOSE, source))
+        _deliver(listener, Event(CLOSE, source))
 
 
 class Connection:
@@ -141,7 +141,7 @@ class Connection:
         self._closed = False
         self._lock = threading.Lock()
         if self._listener is not None:
-            deliver(self._listener, Event(ACCEPT, source, destination))
+            _deliver(self._listener, Event(ACCEPT, source, destination))
 
     @property
     def source(self) -> str:
@@ -154,7 +154,7 @@ class Connection:
                 return
             self._closed = True
         if self._listener is not None:
-            deliver(self._listener, Event(CLOSE, self._source))
+            _deliver(self._listener, Event(CLOSE, self._source))
 
     def __enter__(self) -> Connection:
         return self
