@@ -6,6 +6,7 @@ would be slower than users were promised, and nobody would notice.
 
 import os
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 
@@ -29,6 +30,7 @@ if not NO_EXTENSIONS:
             Extension(
                 "connguard._core_c",
                 ["src/connguard/_core_c.pyx"],
+                depends=sorted(str(p) for p in Path("src/connguard/_pxi").glob("*.pxi")),
                 extra_compile_args=extra_compile_args,
             )
         ],

@@ -28,17 +28,35 @@ def compiled_expected(config: pytest.Config) -> bool:
     return not (config.getoption("--no-c-extensions") or os.environ.get("CONNGUARD_NO_EXTENSIONS"))
 
 
-@pytest.fixture(scope="session", params=["compiled", "pure"])
-def core(request: pytest.FixtureRequest) -> ModuleType:
-    """The core under test: connguard._core_c or connguard._core_py."""
-    if request.param == "pure":
-        return _core_py
-    if not compiled_expected(request.config):
-        pytest.skip("--no-c-extensions: the compiled core is not tested")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) every test of the compiled core when it is not expected."""
+    if compiled_expected(config):
+        return
+    dropped = [item for item in items if item.get_closest_marker("c_extension")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("c_extension")]
+
+
+def import_compiled() -> ModuleType:
+    """The compiled core; failing to import it when it should have been built is a failure."""
     try:
         return importlib.import_module("connguard._core_c")
     except ImportError as exc:  # a missing extension is a failure, never a skip
         pytest.fail(f"the compiled core should have been built and did not import: {exc}")
+
+
+@pytest.fixture(scope="session", params=[pytest.param("compiled", marks=pytest.mark.c_extension),
+                                         "pure"])
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """The core under test: connguard._core_c or connguard._core_py."""
+    return _core_py if request.param == "pure" else import_compiled()
+
+
+@pytest.fixture(scope="session")
+def compiled_core() -> ModuleType:
+    """The compiled core alone (tests that use it carry the c_extension marker)."""
+    return import_compiled()
 
 
 @pytest.fixture

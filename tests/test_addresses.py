@@ -161,7 +161,7 @@ def test_ipv6_counts_per_64_by_default(make_tracker: Callable[..., Any]) -> None
     assert t.tracked_sources == 2
     assert t.active_sources == 2
     s = t.stats("2001:db8:0:1:ffff:ffff:ffff:ffff")
-    assert s is not None and s.key == "2001:db8:0:1::/64" and s.active == 49
+    assert s is not None and s.source == "2001:db8:0:1::/64" and s.active == 49
 
 
 def test_ipv4_mapped_and_zone_fold_onto_one_source(make_tracker: Callable[..., Any]) -> None:
@@ -172,7 +172,7 @@ def test_ipv4_mapped_and_zone_fold_onto_one_source(make_tracker: Callable[..., A
         t.accept(text, now=1.0)
     assert t.tracked_sources == 2
     assert t.stats("203.0.113.7").active == 4
-    assert t.stats("fe80::99").key == "fe80::/64"
+    assert t.stats("fe80::99").source == "fe80::/64"
     assert t.stats("fe80::99").active == 3
 
 
@@ -190,7 +190,7 @@ def test_prefix_masking(make_tracker: Callable[..., Any], v4_prefix: int, v6_pre
                         source: str, key: str) -> None:
     t = make_tracker(ipv4_prefix=v4_prefix, ipv6_prefix=v6_prefix)
     t.accept(source, now=1.0)
-    assert [s.key for s in t.top(5)] == [key]
+    assert [s.source for s in t.top(5)] == [key]
 
 
 @given(st.ip_addresses(v=4))

@@ -122,7 +122,7 @@ def test_active_bans_local_remote_and_both(make_bans: Make, clock: Any) -> None:
     report(b, "192.168.1.100", n=10)
     for i in range(10):
         b.apply(remote("192.168.1.101", created=clock.now, ident=f"r{i}"))
-    assert [(x.source, x.score) for x in b.bans()] == [("192.168.1.100", 10), ("192.168.1.101", 10)]
+    assert [(x.source, x.score) for x in b.banned()] == [("192.168.1.100", 10), ("192.168.1.101", 10)]
 
 
 def test_purge_expired_remote_bans(make_bans: Make, clock: Any) -> None:
@@ -240,7 +240,7 @@ def test_callbacks_run_outside_the_lock(make_bans: Make) -> None:
         checker = threading.Thread(target=lambda: seen.append(b.score(ban.source)))
         checker.start()
         checker.join(timeout=5)
-        seen.append(b.bans())
+        seen.append(b.banned())
 
     b = make_bans(on_ban=on_ban)
     report(b, "192.168.1.1", n=10)
@@ -253,7 +253,7 @@ def test_bans_key_by_the_64(make_bans: Make) -> None:
         b.report(f"2001:db8:0:1::{i + 1:x}", "malformed_message")   # ten addresses, one /64
     assert b.is_banned("2001:db8:0:1:ffff::9")
     assert not b.is_banned("2001:db8:0:2::1")
-    assert [x.source for x in b.bans()] == ["2001:db8:0:1::/64"]
+    assert [x.source for x in b.banned()] == ["2001:db8:0:1::/64"]
 
 
 # --- the rest of the contract ------------------------------------------------------
@@ -308,7 +308,7 @@ def test_snapshot_is_json_and_restore_is_idempotent(make_bans: Make, clock: Any)
     assert b.restore(snapshot) == 11
     assert b.restore(snapshot) == 0
     assert b.is_banned("192.168.1.1") and b.is_banned("2001:db8::1")
-    assert [x.source for x in b.bans()] == [x.source for x in a.bans()]
+    assert [x.source for x in b.banned()] == [x.source for x in a.banned()]
     with pytest.raises(ValueError, match="version"):
         b.restore({"version": 2, "infractions": []})
 
@@ -328,7 +328,7 @@ def test_repeat_bans_escalate_up_to_a_cap(make_bans: Make, clock: Any) -> None:
     for _ in range(4):
         start = clock.now
         report(b, "192.168.1.1", n=10)
-        (ban,) = b.bans()
+        (ban,) = b.banned()
         lengths.append(ban.until - start)
         clock.now = ban.until + 1
         b.purge()
@@ -338,7 +338,7 @@ def test_repeat_bans_escalate_up_to_a_cap(make_bans: Make, clock: Any) -> None:
 def test_jitter_lengthens_within_its_fraction(make_bans: Make, clock: Any) -> None:
     b = make_bans(jitter=0.5)
     report(b, "192.168.1.1", n=10)
-    (ban,) = b.bans()
+    (ban,) = b.banned()
     assert HOUR <= ban.until - clock.now <= 1.5 * HOUR
 
 

@@ -13,22 +13,23 @@ import pytest
 import connguard
 from connguard import _core_py
 
-from .conftest import compiled_expected
 
 
-def test_compiled_core_loaded_when_expected(pytestconfig: pytest.Config) -> None:
-    if not compiled_expected(pytestconfig):
-        pytest.skip("the pure core was asked for")
+@pytest.mark.c_extension
+def test_compiled_core_loaded_when_expected(compiled_core: types.ModuleType) -> None:
     assert connguard.COMPILED, "the compiled core did not load: connguard runs pure Python"
-    assert connguard.Tracker.__mro__[2].__module__ == "connguard._core_c"
+    for public, base in ((connguard.Tracker, "SourceTable"), (connguard.Guard, "GuardTable"),
+                         (connguard.BanManager, "BanTable"), (connguard.RateLimiter, "BucketTable")):
+        assert issubclass(public, getattr(compiled_core, base)), public
 
 
 def test_no_extensions_env_selects_pure_core() -> None:
     env = dict(os.environ, CONNGUARD_NO_EXTENSIONS="1")
-    code = "import connguard; print(connguard.COMPILED, connguard.Tracker.__mro__[2].__module__)"
+    code = ("import connguard, connguard._core_py as py; "
+            "print(connguard.COMPILED, issubclass(connguard.Tracker, py.SourceTable))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["False", "connguard._core_py"]
+    assert out == ["False", "True"]
 
 
 def public_names(module: object) -> set[str]:
@@ -41,20 +42,16 @@ def interface(cls: type) -> set[str]:
             and not isinstance(inspect.getattr_static(cls, n), types.MemberDescriptorType)}
 
 
-def test_cores_mirror_each_other_name_for_name(pytestconfig: pytest.Config) -> None:
-    if not compiled_expected(pytestconfig):
-        pytest.skip("the compiled core was not built")
-    from connguard import _core_c
-
-    compiled = public_names(_core_c)
-    assert {"SourceTable", "BanTable", "BucketTable", "Shard", "parse_source"} <= compiled
-    assert compiled <= public_names(_core_py)   # the twin's extras are its cdef helpers
+@pytest.mark.c_extension
+def test_cores_mirror_each_other_name_for_name(compiled_core: types.ModuleType) -> None:
+    compiled = public_names(compiled_core)
+    assert compiled == set(_core_py.__all__)
     for name in compiled:
-        c, py = getattr(_core_c, name), getattr(_core_py, name)
+        c, py = getattr(compiled_core, name), getattr(_core_py, name)
         if isinstance(c, type):
             assert interface(c) == interface(py), name
-        elif not callable(c):
-            assert c == py, name
+        else:
+            assert callable(c) and callable(py), name
 
 def test_public_api_names() -> None:
     assert isinstance(connguard.__version__, str)
@@ -64,14 +61,12 @@ def test_public_api_names() -> None:
                                   "credential_stuffing", "dns_tunnel")
 
 
-def test_type_stub_covers_the_compiled_core(pytestconfig: pytest.Config) -> None:
+@pytest.mark.c_extension
+def test_type_stub_covers_the_compiled_core(compiled_core: types.ModuleType) -> None:
     import ast
     from pathlib import Path
 
-    if not compiled_expected(pytestconfig):
-        pytest.skip("the compiled core was not built")
-    from connguard import _core_c
-
+    _core_c = compiled_core
     stub = Path(_core_c.__file__).with_name("_core_c.pyi")
     if not stub.exists():
         pytest.skip("no stub beside the installed module")

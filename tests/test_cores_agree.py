@@ -13,7 +13,9 @@ from connguard import _core_py
 from connguard._core import on_core
 from connguard.tracker import Tracker
 
-from .conftest import compiled_expected
+from .conftest import import_compiled
+
+pytestmark = pytest.mark.c_extension
 
 SOURCES = ["192.0.2.1", "192.0.2.2", "192.0.2.1:5000", "::ffff:192.0.2.3", "2001:db8::1",
            "2001:db8::2", "[2001:db8:0:1::9]:443", "fe80::1%eth0", "198.51.100.7",
@@ -44,10 +46,7 @@ configs = st.fixed_dictionaries({
 
 @pytest.fixture(scope="module")
 def both(pytestconfig: pytest.Config) -> tuple[type, type]:
-    if not compiled_expected(pytestconfig):
-        pytest.skip("the compiled core was not built")
-    from connguard import _core_c
-
+    _core_c = import_compiled()
     return on_core(Tracker, _core_c), on_core(Tracker, _core_py)
 
 

@@ -88,7 +88,7 @@ def test_pair_survives_replacement() -> None:
     conn = cg.connection("203.0.113.1", "a:443")
     cg.set_listener(second)
     conn.close()
-    assert [e.state for e in first.events] == [cg.ACCEPT, cg.CLOSE]
+    assert [e.direction for e in first.events] == [cg.ACCEPT, cg.CLOSE]
     assert second.events == []
 
 
@@ -97,7 +97,7 @@ def test_pair_completes_after_unregister() -> None:
     cg.set_listener(rec)
     with cg.connection("203.0.113.1"):
         cg.set_listener(None)
-    assert [e.state for e in rec.events] == [cg.ACCEPT, cg.CLOSE]
+    assert [e.direction for e in rec.events] == [cg.ACCEPT, cg.CLOSE]
 
 
 # --- the split pair and raising listeners -------------------------------------------
@@ -108,14 +108,14 @@ def test_two_separate_reads_split_a_pair_and_connection_does_not() -> None:
     cg.notify_accept("203.0.113.1")                 # the Go original's way...
     cg.set_listener(second)
     cg.notify_close("203.0.113.1")                  # ...splits the pair
-    assert [e.state for e in first.events] == [cg.ACCEPT]
-    assert [e.state for e in second.events] == [cg.CLOSE]
+    assert [e.direction for e in first.events] == [cg.ACCEPT]
+    assert [e.direction for e in second.events] == [cg.CLOSE]
     first.events.clear()
     second.events.clear()
     cg.set_listener(first)
     with cg.connection("203.0.113.2"):
         cg.set_listener(second)
-    assert [e.state for e in first.events] == [cg.ACCEPT, cg.CLOSE] and second.events == []
+    assert [e.direction for e in first.events] == [cg.ACCEPT, cg.CLOSE] and second.events == []
 
 
 def test_close_is_idempotent_and_sent_on_exceptions() -> None:
@@ -126,7 +126,7 @@ def test_close_is_idempotent_and_sent_on_exceptions() -> None:
     conn.close()
     with pytest.raises(RuntimeError), cg.connection("203.0.113.2"):
         raise RuntimeError("the handler failed")
-    assert [e.state for e in rec.events] == [cg.ACCEPT, cg.CLOSE, cg.ACCEPT, cg.CLOSE]
+    assert [e.direction for e in rec.events] == [cg.ACCEPT, cg.CLOSE, cg.ACCEPT, cg.CLOSE]
 
 
 def test_raising_listener_never_reaches_the_emitter(caplog: Any) -> None:
@@ -158,7 +158,7 @@ def test_set_listener_rejects_non_callables() -> None:
 def test_event_is_frozen_cheap_and_comparable() -> None:
     e = cg.Event(cg.ACCEPT, "203.0.113.1", "a:443")
     with pytest.raises(AttributeError):
-        e.state = cg.CLOSE  # type: ignore[misc]
+        e.direction = cg.CLOSE  # type: ignore[misc]
     assert not hasattr(e, "__dict__")
     assert e == cg.Event(1, "203.0.113.1", "a:443") and e < cg.Event(1, "203.0.113.2")
     assert cg.Event(cg.CLOSE, "x").destination == ""
@@ -198,7 +198,7 @@ def test_pairs_stay_whole_while_listeners_are_swapped_concurrently() -> None:
     stop.set()
     swap.join()
     for rec in recorders:                            # every listener saw whole pairs
-        states = [e.state for e in rec.events]
+        states = [e.direction for e in rec.events]
         assert states.count(cg.ACCEPT) == states.count(cg.CLOSE)
     assert sum(len(r.events) for r in recorders) == 4 * 2_000 * 2
 

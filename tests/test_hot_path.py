@@ -11,10 +11,11 @@ from connguard._core import on_core
 from connguard.tracker import Tracker
 
 
-def test_no_python_allocation_per_pair(core: ModuleType) -> None:
-    if core.__name__.endswith("_py"):
-        pytest.skip("the pure core allocates by nature")
-    t = on_core(Tracker, core)()                      # default clock: read in C
+pytestmark = pytest.mark.c_extension       # the pure core allocates by nature
+
+
+def test_no_python_allocation_per_pair(compiled_core: ModuleType) -> None:
+    t = on_core(Tracker, compiled_core)()                      # default clock: read in C
     sources = [f"198.51.100.{i}" for i in range(100)] + [f"2001:db8:{i:x}::1" for i in range(100)]
     for s in sources:
         t.accept(s, "mx.example:25")
@@ -31,11 +32,9 @@ def test_no_python_allocation_per_pair(core: ModuleType) -> None:
     assert after - before < 50
 
 
-def test_memory_per_source_at_full_capacity(core: ModuleType) -> None:
-    if core.__name__.endswith("_py"):
-        pytest.skip("the 128-byte budget is the compiled core's")
+def test_memory_per_source_at_full_capacity(compiled_core: ModuleType) -> None:
     capacity = 200_000
-    t = on_core(Tracker, core)(capacity=capacity, clock=lambda: 0.0)
+    t = on_core(Tracker, compiled_core)(capacity=capacity, clock=lambda: 0.0)
     # Shards fill unevenly, so spray twice the capacity to fill every one.
     for i in range(2 * capacity):
         t.accept(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", now=1.0)

@@ -45,7 +45,7 @@ def busy_guard(make_guard: Make) -> tuple[Any, list[str]]:
 def test_exposition_carries_no_address_or_netblock(make_guard: Make) -> None:
     g, sources = busy_guard(make_guard)
     text = scrape(GuardCollector(g))
-    keys = {g.tracker.stats(s).key for s in sources}
+    keys = {g.tracker.stats(s).source for s in sources}
     for needle in set(sources) | keys:
         assert needle not in text, needle
     assert not re.search(r"\d+\.\d+\.\d+\.\d+", text)         # no dotted quad at all

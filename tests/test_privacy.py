@@ -54,7 +54,8 @@ def test_logs_name_only_flagged_and_banned_sources(make_guard: Make, caplog: Any
 
 def test_with_a_key_logs_show_pseudonyms_only(make_guard: Make, caplog: Any, clock: Any) -> None:
     pseudonymizer = Pseudonymizer(KEY, clock=clock)
-    g = make_guard(tracker={"concurrent_threshold": 3}, limiter=False, pseudonymizer=pseudonymizer)
+    g = make_guard(tracker={"concurrent_threshold": 3}, limiter=False,
+                   bans={"pseudonymizer": pseudonymizer}, pseudonymizer=pseudonymizer)
     with caplog.at_level(logging.WARNING, logger="connguard"):
         traffic(g)
     lines = guard_logs(caplog)

@@ -98,7 +98,7 @@ def test_stats_snapshot_fields(make_tracker: Make) -> None:
     t.close("198.51.100.1", now=104.0)
     s = t.stats("198.51.100.1", now=104.0)
     assert isinstance(s, SourceStats)
-    assert s.key == "198.51.100.1"
+    assert s.source == "198.51.100.1"
     assert (s.active, s.total) == (3, 4)
     assert s.first_seen == 100.0 and s.last_seen == 104.0
     assert s.by_class == {"other": 1, "smtp": 2, "https": 1, "http": 0, "dns": 0, "dot": 0}
@@ -206,9 +206,9 @@ def test_top_orders_by_active_total_and_rate(make_tracker: Make) -> None:
         t.close("192.0.2.2", now=1.0)
     t.accept("192.0.2.3", now=1.0)
     t.accept("2001:db8::1", now=1.0)
-    assert [s.key for s in t.top(2)] == ["192.0.2.1", "192.0.2.3"]
-    assert [s.key for s in t.top(1, by="total")] == ["192.0.2.2"]
-    assert [s.key for s in t.top(10, by="rate", now=2.0)] == [
+    assert [s.source for s in t.top(2)] == ["192.0.2.1", "192.0.2.3"]
+    assert [s.source for s in t.top(1, by="total")] == ["192.0.2.2"]
+    assert [s.source for s in t.top(10, by="rate", now=2.0)] == [
         "192.0.2.2", "192.0.2.1", "192.0.2.3", "2001:db8::/64"]
     assert t.top(0) == []
     with pytest.raises(ValueError, match="by"):

@@ -1,16 +1,15 @@
-"""Typing for the compiled core; _core_py has the same names and signatures."""
+"""Typing for the compiled core: the same names and signatures as _core_py.
+
+The public classes are typed against _core_py (see tracker.py); this stub
+only describes what _core_c exports, and tests/test_core_selection.py checks
+that it covers the module.
+"""
 
 from collections.abc import Callable
 from typing import Any
 
-MAX_CLASSES: int
-MAX_SOURCE_LENGTH: int
-PATTERN_BITS: dict[str, int]
-EVICTION_SAMPLES: int
-SKETCH_BITS: int
-TOP_BY: dict[str, int]
+from ._spec import RawStats
 
-RawStats = tuple[Any, ...]
 Clock = Callable[[], float] | None
 
 def default_clock() -> float: ...
@@ -22,6 +21,7 @@ class ShardedTable:
     def source_key(self, source: str) -> tuple[int, int, int]: ...
     def counters(self) -> tuple[int, int, int, int, int, int]: ...
     def flagged_by(self) -> tuple[int, ...]: ...
+    def check_consistency(self) -> None: ...
     def memory_bytes(self) -> int: ...
     @property
     def capacity(self) -> int: ...
@@ -48,7 +48,8 @@ class BanTable(ShardedTable):
 
 class BucketTable(ShardedTable):
     def __init__(self, *, capacity: int, shards: int, rate: float, burst: float, warn_after: int,
-                 abuse_after: int, violation_window: float, clock: Clock, seed: int) -> None: ...
+                 abuse_after: int, violation_window: float, ipv4_prefix: int, ipv6_prefix: int,
+                 clock: Clock, seed: int) -> None: ...
     def allow(self, key: str, now: float | None = None) -> bool: ...
     def take(self, key: str, now: float | None = None) -> int: ...
     def state(self, key: str, now: float | None = None) -> tuple[float, int] | None: ...

@@ -1,4 +1,4 @@
-"""BanManager: infractions, penalties and bans (tatanka's policy, its defects fixed).
+"""BanManager: infractions with penalties and lifetimes, and the bans they add up to.
 
 Time: a BanManager works in the timebase of its clock -- the core's cheap
 monotonic clock by default, or ``clock=`` -- and so does the ban table in the
@@ -21,27 +21,39 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._netblock import address_of, netblock_text
+from ._spec import MAX_CAPACITY
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
-from .tracker import key_text
+
+if TYPE_CHECKING:
+    from ._core_py import BanTable as _BanTable
+
+    _BanBase = _BanTable
+else:
+    _BanTable = _core.core.BanTable
+    _BanBase = object
 
 __all__ = ["DEFAULT_KINDS", "Ban", "BanManager", "Infraction"]
 
 log = logging.getLogger("connguard.bans")
 
-#: kind -> (penalty, lifetime in seconds): the bisoncraft mesh (tatanka) policy.
-DEFAULT_KINDS: Mapping[str, tuple[int, float]] = {
+#: kind -> (penalty, lifetime in seconds). With ban_score 10: ten malformed
+#: messages within an hour, or one impersonation, ban a source.
+DEFAULT_KINDS: Mapping[str, tuple[int, float]] = MappingProxyType({
     "malformed_message": (1, 3600.0),
     "invalid_bond": (1, 3600.0),
     "impersonation": (10, 86400.0),
     "rate_limit_violation": (2, 7200.0),
     "rate_limit_abuse": (5, 21600.0),
-}
+})
 
 _SNAPSHOT_VERSION = 1
 _MAX_ID_LENGTH = 200
@@ -84,7 +96,7 @@ class _Record:
     bans: int = 0                 # bans so far, for escalation
 
 
-class _BanAPI:
+class _BanAPI(_BanBase):
     """Everything BanManager adds to a core's BanTable; shared by both cores."""
 
     def __init__(
@@ -122,7 +134,7 @@ class _BanAPI:
             raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
         self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
         self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
-        self._capacity = int_arg("capacity", capacity, 1, 2**32)
+        self._capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
         self._max_infractions = int_arg("max_infractions", max_infractions, 1, 2**20)
         self._min_ban = number_arg("min_ban", min_ban, allow_low=True)
         if escalation is not None:
@@ -132,7 +144,7 @@ class _BanAPI:
         self._escalation = escalation
         self._jitter = number_arg("jitter", jitter, allow_low=True)
         self._on_infraction, self._on_ban, self._on_unban = on_infraction, on_ban, on_unban
-        self.pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)   # for logs
+        self._pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)   # for logs
         shards = shards_arg(shards, self._capacity)
         seed = seed_arg(seed)
         self._random = random.Random(seed)
@@ -146,7 +158,7 @@ class _BanAPI:
         self._counter = itertools.count(1)
         self._by_kind: dict[str, int] = dict.fromkeys(self._kinds, 0)   # infractions recorded
         self.allowed_reports = 0      # reports about allow-listed sources, not acted on
-        super().__init__(  # type: ignore[call-arg]
+        super().__init__(
             capacity=self._capacity, shards=shards, ipv4_prefix=self._ipv4_prefix,
             ipv6_prefix=self._ipv6_prefix, clock=clock, seed=seed)
 
@@ -160,7 +172,7 @@ class _BanAPI:
         created = t + self._offset
         infraction = Infraction(
             id=f"{self._node}:{next(self._counter)}:{os.urandom(6).hex()}",
-            source=key_text(*record_key, self._ipv4_prefix, self._ipv6_prefix), kind=kind,
+            source=self._text(record_key), kind=kind,
             penalty=penalty, created=created, expires=created + lifetime, node=self._node)
         if self._allowed(source):
             with self._lock:
@@ -194,7 +206,7 @@ class _BanAPI:
         t = self._local(now)
         created = min(created, t + self._offset)
         clamped = Infraction(
-            id=ident, source=key_text(*record_key, self._ipv4_prefix, self._ipv6_prefix),
+            id=ident, source=self._text(record_key),
             kind=kind, penalty=penalty, created=created, expires=created + lifetime, node=node)
         if clamped.expires <= t + self._offset:
             return False
@@ -268,6 +280,12 @@ class _BanAPI:
             return 0 if record is None else _live_score(record, t + self._offset)
 
     def bans(self, now: float | None = None) -> list[Ban]:
+        """Deprecated name of ``banned()``."""
+        warnings.warn("BanManager.bans() is deprecated; use BanManager.banned()",
+                      DeprecationWarning, stacklevel=2)
+        return self.banned(now)
+
+    def banned(self, now: float | None = None) -> list[Ban]:
         """Return the bans in force, soonest to end first."""
         t = self._local(now)
         with self._lock:
@@ -318,7 +336,7 @@ class _BanAPI:
             return record
         if len(self._records) >= self._capacity:
             self._evict_record()
-        record = _Record(*record_key, key_text(*record_key, self._ipv4_prefix, self._ipv6_prefix))
+        record = _Record(*record_key, self._text(record_key))
         self._records[record_key] = record
         return record
 
@@ -368,13 +386,13 @@ class _BanAPI:
             if active:
                 events.append((self._on_unban, record.source))
             record.banned_until = 0.0
-            self.clear(record.hi, record.lo)  # type: ignore[attr-defined]
+            self.clear(record.hi, record.lo)
             return events
         if not active:
             until = t + self._ban_duration(record, until - t)
             record.bans += 1
         record.banned_until = until
-        self.set_until(record.hi, record.lo, until)  # type: ignore[attr-defined]
+        self.set_until(record.hi, record.lo, until)
         if not active:
             ban = Ban(record.source, until + self._offset, _live_score(record, t + self._offset))
             events += [(self._log_ban, ban), (self._on_ban, ban)]
@@ -391,7 +409,7 @@ class _BanAPI:
         return duration
 
     def _log_ban(self, ban: Ban) -> None:
-        shown = self.pseudonymizer(ban.source) if self.pseudonymizer else ban.source
+        shown = self._pseudonymizer(ban.source) if self._pseudonymizer else ban.source
         if ban.score >= self._ban_score:
             log.warning("connguard: banned %s until %.0f (live penalties %d >= %d)",
                         shown, ban.until, ban.score, self._ban_score)
@@ -414,18 +432,16 @@ class _BanAPI:
     def _local(self, now: float | None) -> float:
         return self._time_source() if now is None else number_arg("now", now, low=-math.inf)
 
-    def _source(self, source: object) -> tuple[int, int]:
+    def _source(self, source: str) -> tuple[int, int]:
         """Key an address, or a netblock as other nodes send it ("2001:db8::/64").
 
         A netblock is re-masked to this node's own prefixes.
         """
-        if isinstance(source, str) and "/" in source:
-            address, _, length = source.partition("/")
-            if not (length.isascii() and length.isdigit() and len(length) <= 3):
-                raise ValueError(f"invalid source netblock: {source[:64]!r}")
-            source = address
-        _, hi, lo = self.source_key(source)  # type: ignore[attr-defined]
+        _, hi, lo = self.source_key(address_of(source))
         return hi, lo
+
+    def _text(self, record_key: tuple[int, int]) -> str:
+        return netblock_text(*record_key, self._ipv4_prefix, self._ipv6_prefix)
 
     def _policy_of(self, kind: object) -> tuple[int, float]:
         policy = self._kinds.get(kind) if isinstance(kind, str) else None
@@ -451,14 +467,29 @@ class _BanAPI:
         return self._node
 
     @property
+    def pseudonymizer(self) -> Callable[[str], str] | None:
+        """What ban log lines show instead of a netblock, when set."""
+        return self._pseudonymizer
+
+    @property
+    def ipv4_prefix(self) -> int:
+        """IPv4 sources are banned per netblock of this many bits."""
+        return self._ipv4_prefix
+
+    @property
+    def ipv6_prefix(self) -> int:
+        """IPv6 sources are banned per netblock of this many bits."""
+        return self._ipv6_prefix
+
+    @property
     def kinds(self) -> dict[str, tuple[int, float]]:
         """Penalty and lifetime by kind."""
         return dict(self._kinds)
 
 
-class BanManager(_BanAPI, _core.core.BanTable):  # type: ignore[misc,name-defined]
+class BanManager(_BanAPI, _BanTable):
     """Infractions with penalties and lifetimes; a source is banned while its
-    live penalties sum to at least ``ban_score`` (tatanka's policy by default).
+    live penalties sum to at least ``ban_score`` (DEFAULT_KINDS by default).
 
     ``is_banned(source, now=None)`` is the hot path, a lookup in the core.
     Bans and scores key by the tracker's netblocks (/32, /64 by default), so
@@ -466,7 +497,7 @@ class BanManager(_BanAPI, _core.core.BanTable):  # type: ignore[misc,name-define
     ``allow`` (CIDRs) are never banned; their reports are only counted.
     Off by default: ``min_ban`` seconds that decay cannot shorten;
     ``escalation=(factor, cap)`` makes the n-th repeat ban ``factor**n``
-    times longer, up to ``cap`` seconds (fail2ban's bantime.increment);
+    times longer, up to ``cap`` seconds;
     ``jitter`` adds up to that fraction of a ban's length at random.
     ``on_infraction``, ``on_ban`` (once per ban) and ``on_unban`` run after
     every lock is released; one that raises is logged, not propagated.

@@ -1,4 +1,4 @@
-"""The process-wide connection listener (a port of lantern-box tracker/peerconn).
+"""The process-wide connection listener.
 
 Inbound protocols emit an accept event (+1, source, destination) when they
 take a connection and a close event (-1, source) when it ends; one listener
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import NamedTuple
@@ -44,11 +45,21 @@ Listener = Callable[["Event"], object]
 
 
 class Event(NamedTuple):
-    """One accepted (+1) or closed (-1) connection; close events carry no destination."""
+    """One accepted (``direction`` ACCEPT, +1) or closed (CLOSE, -1) connection.
 
-    state: int
+    Close events carry no destination.
+    """
+
+    direction: int
     source: str
     destination: str = ""
+
+    @property
+    def state(self) -> int:
+        """Deprecated name of ``direction``."""
+        warnings.warn("Event.state is deprecated; use Event.direction", DeprecationWarning,
+                      stacklevel=2)
+        return self.direction
 
 
 _listener: Listener | None = None

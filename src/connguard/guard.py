@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _core
+from ._spec import PATTERN_BITS, VERDICT_CODES, Reason, Take, verdict_parts
 from ._validate import callable_arg
-from .bans import BanManager, Infraction
-from .ratelimit import RateLimiter
-from .tracker import SourceStats, Tracker
+from .bans import BanManager, Infraction, _BanAPI
+from .events import ACCEPT, CLOSE, Event
+from .ratelimit import RateLimiter, _LimiterAPI
+from .tracker import SourceStats, Tracker, _TrackerAPI
+
+if TYPE_CHECKING:
+    from ._core_py import GuardTable as _GuardTable
+
+    _GuardBase = _GuardTable
+else:
+    _GuardTable = _core.core.GuardTable
+    _GuardBase = object
 
 __all__ = ["Guard", "Verdict"]
 
@@ -28,18 +41,24 @@ class Verdict:
         return self.allowed
 
 
-_REASONS = (None, "banned", "overflow", "limit")
-# Indexed by the core's code: reason, plus 4 when refused. Shared and
-# immutable, so an accept allocates nothing for its verdict.
-_VERDICTS = tuple(Verdict(code < 4, _REASONS[code % 4]) for code in range(8))
-_LIMIT_KINDS = {2: "rate_limit_violation", 3: "rate_limit_abuse"}
+def _verdict(code: int) -> Verdict:
+    reason, refused = verdict_parts(code)
+    return Verdict(not refused, None if reason is Reason.NONE else reason.name.lower())
 
 
-class _GuardAPI:
+# Indexed by the core's verdict code. Shared and immutable, so an accept
+# allocates nothing for its verdict.
+_VERDICTS = tuple(_verdict(code) for code in range(VERDICT_CODES))
+_LIMIT_KINDS = {Take.VIOLATION: "rate_limit_violation", Take.ABUSE: "rate_limit_abuse"}
+_POSITIONAL = ("tracker", "bans", "limiter", "enforce", "clock", "pseudonymizer")
+
+
+class _GuardAPI(_GuardBase):
     """Everything Guard adds to a core's GuardTable; shared by both cores."""
 
     def __init__(
         self,
+        *args: object,
         tracker: Tracker | None = None,
         bans: BanManager | None = None,
         limiter: RateLimiter | None | bool = None,
@@ -47,36 +66,62 @@ class _GuardAPI:
         clock: Callable[[], float] | None = None,
         pseudonymizer: Callable[[str], str] | None = None,
     ) -> None:
+        if args:
+            # 0.1 took these positionally; keyword-only like Tracker and BanManager now.
+            if len(args) > len(_POSITIONAL):
+                raise TypeError(f"Guard takes at most {len(_POSITIONAL)} arguments")
+            keywords = (tracker, bans, limiter, enforce, clock, pseudonymizer)
+            for name, value in zip(_POSITIONAL, keywords[:len(args)]):
+                if value is not None and value is not False:
+                    raise TypeError(f"Guard got multiple values for argument {name!r}")
+            warnings.warn("Guard's arguments are keyword-only; passing them by position is "
+                          "deprecated", DeprecationWarning, stacklevel=2)
+            tracker, bans, limiter, enforce, clock, pseudonymizer = (  # type: ignore[assignment]
+                *args, *keywords[len(args):])
         callable_arg("clock", clock)
         callable_arg("pseudonymizer", pseudonymizer)
-        for name, part, api in (("tracker", tracker, "_TrackerAPI"), ("bans", bans, "_BanAPI"),
-                                ("limiter", limiter, "_LimiterAPI")):
-            if part is not None and not isinstance(part, bool) and not _is(part, api):
-                raise TypeError(f"{name} must be a connguard {api[1:-3]}, not {type(part).__name__}")
+        for name, part, api, public in (("tracker", tracker, _TrackerAPI, "Tracker"),
+                                        ("bans", bans, _BanAPI, "BanManager"),
+                                        ("limiter", limiter, _LimiterAPI, "RateLimiter")):
+            if part is not None and not isinstance(part, (bool, api)):
+                raise TypeError(f"{name} must be a connguard {public}, not {type(part).__name__}")
+        if limiter is True:
+            warnings.warn("limiter=True is deprecated: leave it out (None) for the default "
+                          "RateLimiter; limiter=False means none", DeprecationWarning, stacklevel=2)
+            limiter = None
         tracker = Tracker(clock=clock) if tracker is None else tracker
         if bans is None:
-            bans = BanManager(clock=clock, ipv4_prefix=tracker._ipv4_prefix,
-                              ipv6_prefix=tracker._ipv6_prefix)
-        if limiter is None or limiter is True:
-            limiter = RateLimiter(clock=clock)
-        if (bans._ipv4_prefix, bans._ipv6_prefix) != (tracker._ipv4_prefix, tracker._ipv6_prefix):
-            raise ValueError("tracker and bans must key sources by the same ipv4_prefix and ipv6_prefix")
+            bans = BanManager(clock=clock, ipv4_prefix=tracker.ipv4_prefix,
+                              ipv6_prefix=tracker.ipv6_prefix, pseudonymizer=pseudonymizer)
+        elif pseudonymizer is not None and bans.pseudonymizer is not pseudonymizer:
+            raise ValueError("give the pseudonymizer to the BanManager too (BanManager("
+                             "pseudonymizer=...)): its ban log lines would show netblocks")
+        if limiter is None:
+            limiter = RateLimiter(clock=clock, ipv4_prefix=tracker.ipv4_prefix,
+                                  ipv6_prefix=tracker.ipv6_prefix)
+        prefixes = (tracker.ipv4_prefix, tracker.ipv6_prefix)
+        for name, part in (("bans", bans), ("limiter", limiter or None)):
+            if part is not None and (part.ipv4_prefix, part.ipv6_prefix) != prefixes:
+                raise ValueError(f"tracker and {name} must key sources by the same "
+                                 "ipv4_prefix and ipv6_prefix")
         self._tracker, self._bans = tracker, bans
         self._limiter = limiter or None
         self._enforce = bool(enforce)
         self._pseudonymizer = pseudonymizer
-        if pseudonymizer is not None:
-            bans.pseudonymizer = pseudonymizer
-        super().__init__(  # type: ignore[call-arg]
+        # Accepts the Guard refused as a listener, whose closes must not count:
+        # netblock key -> pending closes. Guarded by _refused_lock; refusals only.
+        self._refused: dict[tuple[int, int], int] = {}
+        self._refused_lock = threading.Lock()
+        super().__init__(
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
             verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
 
     def _limit_reached(self, source: str, level: int) -> None:
         # Called by the core, outside every lock, once per violation window
-        # when a source first reaches each level: one "rate_limit_violation"
-        # and one "rate_limit_abuse" keep every level reachable with tatanka's
-        # penalties (2 + 5 < 10) instead of banning at the 5th violation.
-        self._bans.report(source, _LIMIT_KINDS[level])
+        # when a source first reaches each level. Reporting each level once
+        # keeps every level reachable with the default penalties (2 + 5 < 10)
+        # instead of banning at the 5th violation.
+        self._bans.report(source, _LIMIT_KINDS[Take(level)])
 
     def _flagged(self, source: str, bits: int) -> None:
         # Called by the core, outside every lock, the first time a source is
@@ -84,12 +129,49 @@ class _GuardAPI:
         stats = self._tracker.stats(source)
         if stats is None:
             return
-        shown = self._pseudonymizer(stats.key) if self._pseudonymizer else stats.key
-        for name, bit in _core.core.PATTERN_BITS.items():
+        shown = self._pseudonymizer(stats.source) if self._pseudonymizer else stats.source
+        for name, bit in PATTERN_BITS.items():
             if bits & bit:
                 log.warning("connguard: %s flagged %s (active %d, %.1f accepts/s, %d distinct "
                             "ports; threshold %s)", shown, name, stats.active, stats.rate,
                             stats.distinct_ports, self._tracker.thresholds.get(name, "n/a"))
+
+    def __call__(self, event: Event) -> None:
+        """Take an event as the process-wide listener (see connguard.set_listener).
+
+        An accept the Guard refuses (``enforce=True``) is not counted, and the
+        close event that follows it is absorbed rather than closing another
+        connection of the same netblock. An event whose source is not an
+        address is counted in the tracker's ``unattributed`` and dropped.
+        """
+        try:
+            if event.direction == ACCEPT:
+                if not self.accept(event.source, event.destination):
+                    _, hi, lo = self._tracker.source_key(event.source)
+                    with self._refused_lock:
+                        self._refused[(hi, lo)] = self._refused.get((hi, lo), 0) + 1
+                return
+            if event.direction == CLOSE:
+                if self._refused and self._absorb(event.source):
+                    return
+                self.close(event.source)
+                return
+        except (ValueError, TypeError):
+            pass
+        self._tracker._drop_unattributed()
+
+    def _absorb(self, source: str) -> bool:
+        """Take one pending close of a refused accept for ``source``; False when none."""
+        _, hi, lo = self._tracker.source_key(source)
+        with self._refused_lock:
+            pending = self._refused.get((hi, lo), 0)
+            if not pending:
+                return False
+            if pending == 1:
+                del self._refused[(hi, lo)]
+            else:
+                self._refused[(hi, lo)] = pending - 1
+            return True
 
     def report(self, source: str, kind: str, now: float | None = None) -> Infraction:
         """Record an infraction (see BanManager.report)."""
@@ -97,11 +179,15 @@ class _GuardAPI:
 
     def is_banned(self, source: str, now: float | None = None) -> bool:
         """Return True while the source's netblock is banned."""
-        return bool(self._bans.is_banned(source, now))
+        return self._bans.is_banned(source, now)
 
     def findings(self, limit: int = 100, now: float | None = None) -> list[SourceStats]:
         """Return up to ``limit`` flagged sources, highest connection rate first."""
         return self._tracker.top(limit, by="flagged", now=now)
+
+    def verdict_totals(self) -> Mapping[Verdict, int]:
+        """How many accepts got each verdict since the Guard was made."""
+        return dict(zip(_VERDICTS, self.verdict_counts(), strict=True))
 
     @property
     def tracker(self) -> Tracker:
@@ -121,27 +207,24 @@ class _GuardAPI:
         return self._enforce
 
 
-def _is(part: object, api: str) -> bool:
-    """Whether ``part`` is a public class built on either core (see _core.on_core)."""
-    return api in {cls.__name__ for cls in type(part).__mro__}
-
-
-class Guard(_GuardAPI, _core.core.GuardTable):  # type: ignore[misc,name-defined]
+class Guard(_GuardAPI, _GuardTable):
     """What most users embed: one call per accepted connection, one per close.
 
     ``accept(source, destination="", now=None) -> Verdict`` parses the
     address once and, in the core, checks the ban table, spends a limiter
     token for the source's netblock and counts the connection in the
-    tracker. With ``enforce=False`` (the default, monitor only, as ngit does)
-    every verdict is allowed and names what it would have refused for;
-    with ``enforce=True`` a banned or rate-limited source is refused, and a
+    tracker. With ``enforce=False`` (the default, monitor only) every
+    verdict is allowed and names what it would have refused for; with
+    ``enforce=True`` a banned or rate-limited source is refused, and a
     refused accept is not counted and needs no ``close``. An ``overflow``
-    refusal comes from a tracker built with ``overflow="deny"``.
+    refusal comes from a tracker built with ``overflow="deny"``, and applies
+    whatever ``enforce`` says: that tracker was asked to refuse what it
+    cannot count.
 
-    The parts are created with defaults when not given (``limiter=False``:
-    none). RateLimiter's defaults are tatanka's broadcast limits (4/s,
-    burst 8); size a limiter for your connection rates. A source that first
-    reaches the limiter's violation or abuse level is reported to the
-    BanManager once per violation window.
+    Arguments are keyword-only. The parts are created with defaults when
+    not given (``limiter=False``: none). RateLimiter's defaults (4/s,
+    burst 8) suit messages, not connections: size a limiter for your
+    connection rates. A source that first reaches the limiter's violation
+    or abuse level is reported to the BanManager once per violation window.
+    A Guard is also a listener (``connguard.set_listener(guard)``).
     """
-

@@ -15,8 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import events
-from .guard import _VERDICTS, Guard
-from .tracker import PATTERNS
+from ._spec import PATTERNS, Reason
+from .guard import Guard, _GuardAPI
 
 __all__ = ["GuardCollector"]
 
@@ -38,6 +38,9 @@ _SPEC: tuple[tuple[type[Family], str, str, str | None], ...] = (
 )
 
 
+_REFUSAL_REASONS = tuple(r.name.lower() for r in Reason if r is not Reason.NONE)
+
+
 class GuardCollector(Collector):
     """Expose one Guard's aggregate counters.
 
@@ -47,7 +50,7 @@ class GuardCollector(Collector):
     """
 
     def __init__(self, guard: Guard, namespace: str = "connguard") -> None:
-        if "_GuardAPI" not in {c.__name__ for c in type(guard).__mro__}:
+        if not isinstance(guard, _GuardAPI):
             raise TypeError(f"GuardCollector needs a connguard.Guard, not {type(guard).__name__}")
         if not namespace or not namespace.replace("_", "a").isalnum() or namespace[0].isdigit():
             raise ValueError(f"namespace must be a Prometheus name prefix, got {namespace!r}")
@@ -73,7 +76,7 @@ class GuardCollector(Collector):
         guard = self._guard
         tracker, bans = guard.tracker, guard.bans
         active, active_sources, tracked, _, evictions, overflows = tracker.counters()
-        verdicts = list(zip(_VERDICTS, guard.verdict_counts(), strict=True))
+        verdicts = guard.verdict_totals().items()
         return {
             "active_connections": active,
             "active_sources": active_sources,
@@ -82,7 +85,7 @@ class GuardCollector(Collector):
             "active_bans": bans.active(),
             "accepted": sum(n for v, n in verdicts if v.allowed),
             "rejected": [(reason, sum(n for v, n in verdicts if not v.allowed and v.reason == reason))
-                         for reason in ("banned", "overflow", "limit")],
+                         for reason in _REFUSAL_REASONS],
             "infractions": sorted(bans.infraction_counts().items()),
             "evictions": evictions,
             "overflows": overflows,

@@ -1,12 +1,22 @@
-"""RateLimiter: token buckets per key with tatanka's escalation of violations."""
+"""RateLimiter: token buckets per key, with escalation of repeated denials."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _core
+from ._spec import MAX_CAPACITY, Take
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
+
+if TYPE_CHECKING:
+    from ._core_py import BucketTable as _BucketTable
+
+    _LimiterBase = _BucketTable
+else:
+    _BucketTable = _core.core.BucketTable
+    _LimiterBase = object
 
 __all__ = ["RateDecision", "RateLimiter"]
 
@@ -24,15 +34,16 @@ class RateDecision:
 
 # Indexed by the core's take() result; shared and immutable, so check()
 # allocates nothing.
-_DECISIONS = (
-    RateDecision(True, None),
-    RateDecision(False, None),                      # a warning
-    RateDecision(False, "rate_limit_violation"),
-    RateDecision(False, "rate_limit_abuse"),
-)
+_DECISIONS = {
+    Take.ALLOWED: RateDecision(True, None),
+    Take.WARNING: RateDecision(False, None),
+    Take.VIOLATION: RateDecision(False, "rate_limit_violation"),
+    Take.ABUSE: RateDecision(False, "rate_limit_abuse"),
+}
+_BY_CODE = tuple(_DECISIONS[code] for code in Take)
 
 
-class _LimiterAPI:
+class _LimiterAPI(_LimiterBase):
     """Everything RateLimiter adds to a core's BucketTable; shared by both cores."""
 
     def __init__(
@@ -45,23 +56,29 @@ class _LimiterAPI:
         warn_after: int = 3,
         abuse_after: int = 10,
         violation_window: float = 300.0,
+        ipv4_prefix: int = 32,
+        ipv6_prefix: int = 64,
         shards: int = 16,
         seed: int | None = None,
     ) -> None:
         self._rate = number_arg("rate", rate)
         self._burst = number_arg("burst", burst, low=1.0, allow_low=True)
-        capacity = int_arg("capacity", capacity, 1, 2**32)
+        capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
         warn_after = int_arg("warn_after", warn_after, 0, 2**31)
         abuse_after = int_arg("abuse_after", abuse_after, warn_after + 1, 2**32 - 1)
         window = number_arg("violation_window", violation_window)
-        super().__init__(  # type: ignore[call-arg]
+        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
+        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        super().__init__(
             capacity=capacity, shards=shards_arg(shards, capacity), rate=self._rate,
             burst=self._burst, warn_after=warn_after, abuse_after=abuse_after,
-            violation_window=window, clock=callable_arg("clock", clock), seed=seed_arg(seed))
+            violation_window=window, ipv4_prefix=self._ipv4_prefix,
+            ipv6_prefix=self._ipv6_prefix, clock=callable_arg("clock", clock),
+            seed=seed_arg(seed))
 
     def check(self, key: str, now: float | None = None) -> RateDecision:
         """Spend a token for ``key`` and say what a denial escalated to."""
-        return _DECISIONS[self.take(key, now)]  # type: ignore[attr-defined]
+        return _BY_CODE[self.take(key, now)]
 
     @property
     def rate(self) -> float:
@@ -73,15 +90,30 @@ class _LimiterAPI:
         """Bucket size: requests a fresh key may make at once."""
         return self._burst
 
+    @property
+    def ipv4_prefix(self) -> int:
+        """Address keys share a bucket per IPv4 netblock of this many bits."""
+        return self._ipv4_prefix
 
-class RateLimiter(_LimiterAPI, _core.core.BucketTable):  # type: ignore[misc,name-defined]
-    """Token bucket per key (peer ids or addresses, any str), tatanka's defaults.
+    @property
+    def ipv6_prefix(self) -> int:
+        """Address keys share a bucket per IPv6 netblock of this many bits."""
+        return self._ipv6_prefix
 
-    ``rate`` tokens per second up to ``burst``; a new key starts full.
-    ``allow(key, now=None) -> bool`` spends a token. ``check(key, now=None)``
-    also counts denials per key: up to ``warn_after`` (3) they are warnings,
-    then each gives "rate_limit_violation", and from the ``abuse_after``-th
-    (10th) on "rate_limit_abuse"; the count restarts once the last denial is
-    older than ``violation_window`` (5 minutes). At most ``capacity`` keys are
+
+class RateLimiter(_LimiterAPI, _BucketTable):
+    """A token bucket per key, with escalation of repeated denials.
+
+    ``rate`` tokens per second up to ``burst``; a new key starts full. The
+    defaults (4/s, burst 8) suit messages from one peer, not connections.
+    A key that is a source address (as a Tracker takes it) is limited per
+    netblock (``ipv4_prefix``, ``ipv6_prefix``), sharing its bucket with the
+    Guard that uses this limiter; any other str (a peer id, say) is a key of
+    its own. ``allow(key, now=None) -> bool`` spends a token.
+    ``check(key, now=None)`` also counts denials per key: up to
+    ``warn_after`` (3) they are warnings, then each gives
+    "rate_limit_violation", and from the ``abuse_after``-th (10th) on
+    "rate_limit_abuse"; the count restarts once the last denial is older
+    than ``violation_window`` (5 minutes). At most ``capacity`` keys are
     held; the idlest give way to new ones.
     """

@@ -2,41 +2,52 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from . import _core
+from ._netblock import netblock_text
+from ._spec import MAX_CAPACITY, MAX_CLASSES, PATTERNS, SKETCH_BITS, RawStats, TopBy, pattern_names
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .events import ACCEPT, CLOSE, Event
+
+if TYPE_CHECKING:
+    # Type checkers see the pure twin's signatures (the compiled core has the
+    # same ones, checked by tests/test_core_selection.py); at run time the
+    # API mixin is a plain class and Tracker's base is the selected core's.
+    from ._core_py import SourceTable as _SourceTable
+
+    _TrackerBase = _SourceTable
+else:
+    _SourceTable = _core.core.SourceTable
+    _TrackerBase = object
 
 __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
 
 #: Destination classes by port; a port in none of them is "other".
-DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = {
+DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "smtp": (25, 465, 587, 2525),
     "https": (443, 8443),
     "http": (80, 8080, 8000),
     "dns": (53,),
     "dot": (853,),
-}
-
-#: Every pattern name a source can be flagged with, in bit order.
-PATTERNS: tuple[str, ...] = tuple(_core.core.PATTERN_BITS)
+})
 
 _OVERFLOW = ("permissive", "deny")
-_SKETCH_BITS: int = _core.core.SKETCH_BITS
-_SKETCH_SATURATED = _SKETCH_BITS * math.log(_SKETCH_BITS)
+_TOP_BY = {mode.name.lower(): mode for mode in TopBy}
+_SKETCH_SATURATED = SKETCH_BITS * math.log(SKETCH_BITS)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceStats:
     """One source's counters at one moment; windowed values cover ``window`` seconds."""
 
-    key: str                      # the netblock: "203.0.113.7", "2001:db8:0:1::/64"
+    source: str                   # the netblock: "203.0.113.7", "2001:db8:0:1::/64"
     active: int                   # connections open now
     total: int                    # accepts since the source was first tracked
     rate: float                   # accepts per second over the window
@@ -48,11 +59,18 @@ class SourceStats:
     flagged: bool                 # True when any pattern is raised
     patterns: frozenset[str]
 
+    @property
+    def key(self) -> str:
+        """Deprecated name of ``source`` (the same netblock text as ``Ban.source``)."""
+        warnings.warn("SourceStats.key is deprecated; use SourceStats.source",
+                      DeprecationWarning, stacklevel=2)
+        return self.source
+
 
 def _linear_count(bits: int) -> float:
     """Estimate how many distinct items set ``bits`` in a 64-bit sketch."""
-    zeros = _SKETCH_BITS - bin(bits).count("1")
-    return _SKETCH_SATURATED if zeros == 0 else -_SKETCH_BITS * math.log(zeros / _SKETCH_BITS)
+    zeros = SKETCH_BITS - bin(bits).count("1")
+    return _SKETCH_SATURATED if zeros == 0 else -SKETCH_BITS * math.log(zeros / SKETCH_BITS)
 
 
 def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
@@ -62,20 +80,11 @@ def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
     return int(in_cur + only_prev * weight + 0.5)
 
 
-def key_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
-    """Format a netblock key: \"203.0.113.7\", \"198.51.100.0/24\", \"2001:db8::/64\"."""
-    if hi == 0 and lo >> 32 == 0xFFFF:
-        address: Any = ipaddress.IPv4Address(lo & 0xFFFFFFFF)
-        return str(address) if ipv4_prefix == 32 else f"{address}/{ipv4_prefix}"
-    address = ipaddress.IPv6Address((hi << 64) | lo)
-    return str(address) if ipv6_prefix == 128 else f"{address}/{ipv6_prefix}"
-
-
 def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, ...], bytes]:
     """Return the class names (index 0 is "other") and the 65,536-entry port table."""
     if not isinstance(port_classes, Mapping):
         raise TypeError("port_classes must be a mapping of class name to ports")
-    limit = _core.core.MAX_CLASSES - 1
+    limit = MAX_CLASSES - 1
     if len(port_classes) > limit:
         raise ValueError(f"port_classes may name at most {limit} classes, got {len(port_classes)}")
     names = ["other"]
@@ -96,8 +105,11 @@ def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, .
     return tuple(names), bytes(table)
 
 
-class _TrackerAPI:
-    """Everything Tracker adds to a core's SourceTable; shared by both cores."""
+class _TrackerAPI(_TrackerBase):
+    """Everything Tracker adds to a core's SourceTable; shared by both cores.
+
+    ``isinstance(x, _TrackerAPI)`` is true of a Tracker on either core.
+    """
 
     def __init__(
         self,
@@ -116,18 +128,18 @@ class _TrackerAPI:
     ) -> None:
         self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
         self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
-        capacity = int_arg("capacity", capacity, 1, 2**32)
+        capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
         self._window = number_arg("window", window)
         threshold = int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
         rate = math.inf if rate_threshold is None else number_arg("rate_threshold", rate_threshold)
-        self.thresholds = {"conn_flood": float(threshold), "conn_rate": rate}
+        self._thresholds = MappingProxyType({"conn_flood": float(threshold), "conn_rate": rate})
         if overflow not in _OVERFLOW:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
         self._class_names, table = _port_table(
             DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
         self._unattributed = 0
         self._unattributed_lock = threading.Lock()   # guards _unattributed; error path only
-        super().__init__(  # type: ignore[call-arg]
+        super().__init__(
             capacity=capacity, shards=shards_arg(shards, capacity), window=self._window,
             concurrent_threshold=threshold, rate_threshold=rate,
             ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
@@ -137,19 +149,23 @@ class _TrackerAPI:
     def __call__(self, event: Event) -> None:
         """Take an event as the process-wide listener (see connguard.set_listener).
 
-        An event whose source is empty or not an address, or whose state is
-        neither ACCEPT nor CLOSE, is counted in ``unattributed`` and dropped:
+        An event whose source is empty or not an address, or whose direction
+        is neither ACCEPT nor CLOSE, is counted in ``unattributed`` and dropped:
         nothing is raised into the emitter.
         """
         try:
-            if event.state == ACCEPT:
-                self.accept(event.source, event.destination)  # type: ignore[attr-defined]
+            if event.direction == ACCEPT:
+                self.accept(event.source, event.destination)
                 return
-            if event.state == CLOSE:
-                self.close(event.source)  # type: ignore[attr-defined]
+            if event.direction == CLOSE:
+                self.close(event.source)
                 return
         except (ValueError, TypeError):
             pass
+        self._drop_unattributed()
+
+    def _drop_unattributed(self) -> None:
+        """Count an event that named no usable source (listeners only)."""
         with self._unattributed_lock:
             self._unattributed += 1
 
@@ -163,10 +179,30 @@ class _TrackerAPI:
         """Destination class names; "other" first."""
         return self._class_names
 
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """Each pattern's threshold (read-only; set them when building the Tracker)."""
+        return self._thresholds
+
+    @property
+    def ipv4_prefix(self) -> int:
+        """IPv4 sources are counted per netblock of this many bits."""
+        return self._ipv4_prefix
+
+    @property
+    def ipv6_prefix(self) -> int:
+        """IPv6 sources are counted per netblock of this many bits."""
+        return self._ipv6_prefix
+
+    @property
+    def window(self) -> float:
+        """Seconds covered by rates, per-class counts and distinct counts."""
+        return self._window
+
     def stats(self, source: str, now: float | None = None) -> SourceStats | None:
         """Return a snapshot of one source's netblock, or None when it is not tracked."""
-        _, hi, lo = self.source_key(source)  # type: ignore[attr-defined]
-        raw = self.stats_raw(hi, lo, now)  # type: ignore[attr-defined]
+        _, hi, lo = self.source_key(source)
+        raw = self.stats_raw(hi, lo, now)
         return None if raw is None else self._to_stats(raw)
 
     def top(self, n: int = 10, by: str = "active", now: float | None = None) -> list[SourceStats]:
@@ -175,28 +211,25 @@ class _TrackerAPI:
         ``by="flagged"``: only sources with a pattern raised, highest rate first.
         """
         n = int_arg("n", n, 0, 2**62)
-        code = _core.core.TOP_BY.get(by)
-        if code is None:
+        mode = _TOP_BY.get(by) if isinstance(by, str) else None
+        if mode is None:
             raise ValueError(f"by must be 'active', 'total', 'rate' or 'flagged', got {by!r}")
-        return [self._to_stats(raw) for raw in self.top_raw(n, code, now)]  # type: ignore[attr-defined]
+        return [self._to_stats(raw) for raw in self.top_raw(n, mode, now)]
 
-    def _to_stats(self, raw: tuple[Any, ...]) -> SourceStats:
-        (hi, lo, active, total, first_seen, last_seen, patterns, now,
-         cls_cur, cls_prev, hosts_cur, hosts_prev, ports_cur, ports_prev) = raw
-        window = self._window
-        weight = 1.0 - (now / window - math.floor(now / window))
-        names = frozenset(name for name, bit in _core.core.PATTERN_BITS.items() if patterns & bit)
+    def _to_stats(self, raw: RawStats) -> SourceStats:
+        weight = raw.weight
+        names = pattern_names(raw.patterns)
         return SourceStats(
-            key=key_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix),
-            active=active,
-            total=total,
-            rate=(sum(cls_cur) + sum(cls_prev) * weight) / window,
-            by_class={name: int(cls_cur[i] + cls_prev[i] * weight + 0.5)
+            source=netblock_text(raw.key_hi, raw.key_lo, self._ipv4_prefix, self._ipv6_prefix),
+            active=raw.active,
+            total=raw.total,
+            rate=(sum(raw.cls_cur) + sum(raw.cls_prev) * weight) / self._window,
+            by_class={name: int(raw.cls_cur[i] + raw.cls_prev[i] * weight + 0.5)
                       for i, name in enumerate(self._class_names)},
-            distinct_destinations=_windowed_distinct(hosts_cur, hosts_prev, weight),
-            distinct_ports=_windowed_distinct(ports_cur, ports_prev, weight),
-            first_seen=first_seen,
-            last_seen=last_seen,
+            distinct_destinations=_windowed_distinct(raw.hosts_cur, raw.hosts_prev, weight),
+            distinct_ports=_windowed_distinct(raw.ports_cur, raw.ports_prev, weight),
+            first_seen=raw.first_seen,
+            last_seen=raw.last_seen,
             flagged=bool(names),
             patterns=names,
         )
@@ -204,41 +237,41 @@ class _TrackerAPI:
     @property
     def active_connections(self) -> int:
         """Connections accepted and not yet closed, over tracked sources."""
-        return int(self.counters()[0])  # type: ignore[attr-defined]
+        return self.counters()[0]
 
     @property
     def active_sources(self) -> int:
         """Tracked sources with at least one active connection."""
-        return int(self.counters()[1])  # type: ignore[attr-defined]
+        return self.counters()[1]
 
     @property
     def tracked_sources(self) -> int:
         """Sources in the table (never more than capacity)."""
-        return int(self.counters()[2])  # type: ignore[attr-defined]
+        return self.counters()[2]
 
     @property
     def flagged_sources(self) -> int:
         """Tracked sources with at least one pattern raised."""
-        return int(self.counters()[3])  # type: ignore[attr-defined]
+        return self.counters()[3]
 
     @property
     def evictions(self) -> int:
         """Idle sources dropped to make room for new ones."""
-        return int(self.counters()[4])  # type: ignore[attr-defined]
+        return self.counters()[4]
 
     @property
     def overflows(self) -> int:
         """Accepts from new sources that found the table full of busy sources."""
-        return int(self.counters()[5])  # type: ignore[attr-defined]
+        return self.counters()[5]
 
 
-class Tracker(_TrackerAPI, _core.core.SourceTable):  # type: ignore[misc,name-defined]
+class Tracker(_TrackerAPI, _SourceTable):
     """Count connections per source netblock and flag abuse patterns.
 
     ``accept(source, destination="", now=None) -> bool`` and
     ``close(source, now=None) -> bool`` are the hot path, straight into the
     core: one address parse, one shard lock, no Python object created for a
-    source already tracked. ``concurrent_threshold`` defaults to 256: ngit
-    flags at 10, right for a WebSocket relay, but ordinary busy clients
-    behind a proxy hold 100+ concurrent flows.
+    source already tracked. ``concurrent_threshold`` defaults to 256:
+    ordinary busy clients behind a proxy hold 100+ concurrent flows, so a
+    lower threshold (10 suits a WebSocket relay) flags them all.
     """

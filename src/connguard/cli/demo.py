@@ -1,4 +1,4 @@
-"""connguard-demo: a loopback proxy front end watched by a Tracker.
+"""``connguard demo``: a loopback proxy front end watched by a Tracker.
 
 A small asyncio server on 127.0.0.1 plays a proxy: each client sends the
 destination it wants ("CONNECT host:port"), the server counts the connection
@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import random
 import socket
-import sys
 
 import connguard
 
@@ -34,6 +33,7 @@ async def serve(tracker: connguard.Tracker) -> asyncio.Server:
         finally:
             tracker.close(source)
             writer.close()
+            await writer.wait_closed()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
@@ -85,11 +85,12 @@ async def run(hold: int, mail: int) -> int:
     print("\ntop sources by total connections:")
     for s in tracker.top(5, by="total"):
         busiest = max(s.by_class, key=lambda c: s.by_class[c])
-        print(f"  {s.key:<16} active {s.active:>4}  total {s.total:>4}  rate {s.rate:6.1f}/s  "
+        print(f"  {s.source:<16} active {s.active:>4}  total {s.total:>4}  rate {s.rate:6.1f}/s  "
               f"mostly {busiest:<5} to {s.distinct_destinations:>3} hosts  "
               f"{'FLAGGED ' + ','.join(sorted(s.patterns)) if s.flagged else ''}")
     for writer in held:
         writer.close()
+    await asyncio.gather(*(writer.wait_closed() for writer in held))
     await asyncio.sleep(0.2)
     after = tracker.stats(holder or "127.0.0.1")
     print(f"\nafter the holder lets go: active connections {tracker.active_connections}; "
@@ -99,13 +100,12 @@ async def run(hold: int, mail: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="connguard-demo", description=__doc__.splitlines()[0])
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``connguard demo``."""
+    parser = commands.add_parser(
+        "demo", help="run a loopback proxy front end and show what connguard catches",
+        description="A loopback proxy front end watched by a Tracker: ordinary clients, "
+                    "a source holding hundreds of connections, one hammering mail servers.")
     parser.add_argument("--hold", type=int, default=300, help="connections the greedy source holds open")
     parser.add_argument("--mail", type=int, default=400, help="connections the spammer makes to port 25")
-    args = parser.parse_args(argv)
-    return asyncio.run(run(args.hold, args.mail))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    parser.set_defaults(run=lambda args: asyncio.run(run(args.hold, args.mail)))

@@ -1,0 +1,84 @@
+"""One call per accepted connection (pairs with _pxi/guard.pxi)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._spec import LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Take
+from .bans import BanTable, ban_active
+from .destinations import classify
+from .limits import BucketTable, limit_take
+from .sources import SourceTable, tracker_accept, tracker_close
+
+
+class GuardTable:
+    """One call per accepted connection: the ban table, the limiter, the tracker.
+
+    The address is parsed once, with the tracker's prefixes (the Guard makes
+    the ban table's match); each table's shard lock is taken in turn, never
+    two at once. connguard.Guard is the public face.
+    """
+
+    def __init__(self, *, tracker: SourceTable, bans: BanTable | None,
+                 limiter: BucketTable | None, enforce: bool, verdicts: tuple[Any, ...],
+                 on_limit: Callable[[str, int], object] | None,
+                 on_flag: Callable[[str, int], object] | None) -> None:
+        if len(verdicts) != VERDICT_CODES:
+            raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
+        self._tracker = tracker
+        self._bans = bans
+        self._limiter = limiter
+        self._enforce = bool(enforce)
+        self._verdicts = verdicts
+        self._on_limit = on_limit
+        self._on_flag = on_flag
+        self._counts = [0] * VERDICT_CODES     # verdicts returned, by code
+        self._counts_lock = threading.Lock()   # guards _counts
+
+    def accept(self, source: str, destination: str | None = "", now: float | None = None) -> Any:
+        """Check and count an accepted connection; return its verdict."""
+        code = self._decide(source, destination, now)
+        with self._counts_lock:
+            self._counts[code] += 1
+        return self._verdicts[code]
+
+    def _decide(self, source: str, destination: str | None, now: float | None) -> int:
+        tracker = self._tracker
+        _, hi, lo = tracker._key(source)
+        d = classify(destination, tracker._port_class)
+        t = tracker._now(now)
+        reason = Reason.NONE
+        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+            if self._enforce:
+                return Reason.BANNED + REFUSED
+            reason = Reason.BANNED
+        if self._limiter is not None:
+            level, violations = limit_take(self._limiter, hi ^ LIMIT_SALT, lo, t)
+            # The limiter keys addresses by netblock too: limiter.allow(source) spends this bucket.
+            if level != Take.ALLOWED:
+                cfg = self._limiter._cfg
+                if self._on_limit is not None and (
+                        (level == Take.VIOLATION and violations == cfg.warn_after + 1)
+                        or (level == Take.ABUSE and violations == cfg.abuse_after)):
+                    self._on_limit(source, level)
+                if self._enforce:
+                    return (reason or Reason.LIMIT) + REFUSED
+                if reason == Reason.NONE:
+                    reason = Reason.LIMIT
+        counted = tracker_accept(tracker, hi, lo, d, t)
+        if counted == 0 and tracker._deny:
+            return (reason or Reason.OVERFLOW) + REFUSED
+        if counted >> 8 and self._on_flag is not None:
+            self._on_flag(source, counted >> 8)
+        return reason
+
+    def verdict_counts(self) -> tuple[int, ...]:
+        """Return how many times each verdict was returned, by verdict index."""
+        with self._counts_lock:
+            return tuple(self._counts)
+
+    def close(self, source: str, now: float | None = None) -> bool:
+        """Count a closed connection; return False when there was none to close."""
+        return tracker_close(self._tracker, source, now)

@@ -1,0 +1,36 @@
+"""Netblock text: how connguard writes a source key, and reads one back."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ._spec import V4_TAG
+
+__all__ = ["address_of", "netblock_text"]
+
+
+def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """Format a netblock key: "203.0.113.7", "198.51.100.0/24", "2001:db8::/64".
+
+    A key is 128 bits (``hi``, ``lo``); IPv4 keys live in ::ffff:0:0/96. A
+    full-length prefix is written as the bare address.
+    """
+    if hi == 0 and lo >> 32 == V4_TAG >> 32:
+        v4 = ipaddress.IPv4Address(lo & 0xFFFFFFFF)
+        return str(v4) if ipv4_prefix == 32 else f"{v4}/{ipv4_prefix}"
+    v6 = ipaddress.IPv6Address((hi << 64) | lo)
+    return str(v6) if ipv6_prefix == 128 else f"{v6}/{ipv6_prefix}"
+
+
+def address_of(source: str) -> str:
+    """The address part of netblock text ("2001:db8::/64" -> "2001:db8::").
+
+    Anything without a "/" (or not a str) is returned unchanged, for the
+    cores to parse or reject with a clear error. A prefix length must be 1 to 3 ASCII digits.
+    """
+    if not isinstance(source, str) or "/" not in source:
+        return source
+    address, _, length = source.partition("/")
+    if not (length.isascii() and length.isdigit() and len(length) <= 3):
+        raise ValueError(f"invalid source netblock: {source[:64]!r}")
+    return address

@@ -1,0 +1,139 @@
+# Destinations: class by port, host and port sketch bits (pairs with
+# _core_py/destinations.py).
+
+cdef struct Destination:
+    uint8_t cls          # index into the class table; 0 is "other"
+    uint64_t host_bit    # one bit of the distinct-hosts sketch, 0 for none
+    uint64_t port_bit    # one bit of the distinct-ports sketch, 0 for none
+
+
+cdef inline uint64_t sketch_bit(uint64_t h) noexcept nogil:
+    return (<uint64_t>1) << (fmix64(h) >> 58)
+
+
+cdef int _port_in(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
+    """Return the decimal port in [start, end), or -1 when it is not one."""
+    cdef Py_ssize_t i
+    cdef uint32_t c
+    cdef int port = 0
+    if end - start < 1 or end - start > 5:
+        return -1
+    for i in range(start, end):
+        c = PyUnicode_READ(kind, data, i)
+        if c < 48 or c > 57:
+            return -1
+        port = port * 10 + <int>(c - 48)
+    return port if port <= 65535 else -1
+
+
+cdef inline uint64_t _mix_word(uint64_t h, uint64_t word) noexcept nogil:
+    h = (h ^ word) * _GOLDEN
+    return h ^ (h >> 32)
+
+
+cdef inline uint64_t _ascii_lower8(uint64_t w) noexcept nogil:
+    """Lower-case the ASCII letters among 8 packed bytes; leave other bytes alone.
+
+    Per byte, with its top bit cleared (b <= 0x7F): b + 0x3F reaches 0x80
+    exactly when b >= 'A', and b + 0x25 exactly when b > 'Z', so their XOR
+    has the top bit set for 'A'..'Z'. No sum exceeds 0x7F + 0x3F < 0x100, so
+    no carry crosses into the next byte; ``& ~w`` drops bytes >= 0x80.
+    """
+    cdef uint64_t low7 = w & 0x7F7F7F7F7F7F7F7FULL
+    cdef uint64_t upper = ((low7 + 0x3F3F3F3F3F3F3F3FULL) ^ (low7 + 0x2525252525252525ULL)) \
+        & ~w & 0x8080808080808080ULL
+    return w | (upper >> 2)
+
+
+cdef uint64_t _text_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end,
+                         uint64_t seed, bint fold_case) noexcept:
+    """Hash text, ASCII case folded if asked (hosts are case-insensitive).
+
+    Text stored one byte per character is read 8 bytes per step; wider text
+    one code point per step. A host and its destination always share a
+    storage kind (the rest of a destination is ASCII), so _core_py can choose
+    the same way from the host alone.
+    """
+    cdef uint64_t h = seed ^ <uint64_t>(end - start)
+    cdef uint64_t w
+    cdef const uint8_t* p
+    cdef uint8_t tail[8]
+    cdef Py_ssize_t i
+    cdef uint32_t c
+    if kind == PyUnicode_1BYTE_KIND:
+        p = <const uint8_t*>data + start
+        i = end - start
+        while i >= 8:
+            w = cg_load_le64(p)
+            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
+            p += 8
+            i -= 8
+        if i:
+            memset(tail, 0, 8)
+            memcpy(tail, p, i)
+            w = cg_load_le64(tail)
+            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
+        return h
+    for i in range(start, end):
+        c = PyUnicode_READ(kind, data, i)
+        if fold_case and 65 <= c <= 90:
+            c += 32
+        h = _mix_word(h, c)
+    return h
+
+
+cdef Py_ssize_t _find(int kind, void* data, Py_ssize_t start, Py_ssize_t end, uint32_t ch) noexcept:
+    """Return the index of the first ``ch`` in [start, end), or -1."""
+    cdef const uint8_t* hit
+    cdef Py_ssize_t i
+    if start >= end:
+        return -1
+    if kind == PyUnicode_1BYTE_KIND:
+        hit = <const uint8_t*>memchr(<const uint8_t*>data + start, ch, end - start)
+        return -1 if hit == NULL else hit - <const uint8_t*>data
+    for i in range(start, end):
+        if PyUnicode_READ(kind, data, i) == ch:
+            return i
+    return -1
+
+
+cdef int classify(object destination, const uint8_t* port_class, Destination* d) except -1:
+    """Fill ``d`` for a destination; unparsable text counts as class "other"."""
+    cdef Py_ssize_t n, close_at, colon, host_start = 0, host_end
+    cdef int kind, port = -1
+    cdef void* data
+    d.cls = 0
+    d.host_bit = 0
+    d.port_bit = 0
+    if destination is None:
+        return 0
+    if not PyUnicode_Check(destination):
+        raise TypeError(f"destination must be str or None, not {type(destination).__name__}")
+    n = PyUnicode_GET_LENGTH(destination)
+    if n == 0:
+        return 0
+    kind = PyUnicode_KIND(destination)
+    data = PyUnicode_DATA(destination)
+    host_end = n                                 # unparsable: the whole text is the host
+    if PyUnicode_READ(kind, data, 0) == 91:      # '[v6]' or '[v6]:port'
+        close_at = _find(kind, data, 1, n, 93)
+        if close_at > 1:
+            if close_at == n - 1:
+                host_start, host_end = 1, close_at
+            elif PyUnicode_READ(kind, data, close_at + 1) == 58:
+                port = _port_in(kind, data, close_at + 2, n)
+                if port >= 0:
+                    host_start, host_end = 1, close_at
+    else:
+        # "host:port" has exactly one ':'; a second one would sit in the port
+        # text, which then fails as a port, so one search is enough.
+        colon = _find(kind, data, 0, n, 58)
+        if colon > 0:
+            port = _port_in(kind, data, colon + 1, n)
+            if port >= 0:
+                host_end = colon
+    d.host_bit = sketch_bit(_text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True))
+    if port >= 0:
+        d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
+        d.cls = port_class[port]
+    return 0

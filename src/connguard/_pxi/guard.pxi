@@ -1,0 +1,79 @@
+# One call per accepted connection (pairs with _core_py/guard.py). A verdict
+# code is a _spec.Reason plus VERDICT_REFUSED when the connection was refused.
+
+cdef class GuardTable:
+    """One call per accepted connection: the ban table, the limiter, the tracker.
+
+    The address is parsed once, with the tracker's prefixes (the Guard makes
+    the ban table's match); each table's shard lock is taken in turn, never
+    two at once. connguard.Guard is the public face.
+    """
+
+    # Written once in __init__, read-only afterwards.
+    cdef SourceTable _tracker
+    cdef BanTable _bans           # may be None
+    cdef BucketTable _limiter     # may be None
+    cdef bint _enforce
+    cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
+    cdef object _on_limit         # called (source, level) when a source first reaches a level
+    cdef object _on_flag          # called (source, bits) when patterns are first raised
+    cdef int64_t _counts[VERDICT_CODES]   # verdicts returned, by code; bumped with CG_COUNT
+
+    def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
+                 bint enforce, tuple verdicts not None, object on_limit, object on_flag):
+        if len(verdicts) != VERDICT_CODES:
+            raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
+        self._tracker = tracker
+        self._bans = bans
+        self._limiter = limiter
+        self._enforce = enforce
+        self._verdicts = verdicts
+        self._on_limit = on_limit
+        self._on_flag = on_flag
+
+    @cython.binding(False)
+    def accept(self, source, destination="", now=None):
+        """Check and count an accepted connection; return its verdict."""
+        cdef int code = self._decide(source, destination, now)
+        CG_COUNT(&self._counts[code])
+        return self._verdicts[code]
+
+    cdef int _decide(self, object source, object destination, object now) except -1:
+        cdef uint64_t hi, lo
+        cdef Destination d
+        cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
+        cdef uint32_t violations = 0
+        cdef SourceTable tracker = self._tracker
+        tracker._key(source, &hi, &lo)
+        classify(destination, tracker._port_class, &d)
+        cdef double t = tracker._now(now)
+        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+            if self._enforce:
+                return REASON_BANNED + VERDICT_REFUSED
+            reason = REASON_BANNED
+        if self._limiter is not None:
+            level = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t, &violations)
+            if level != TAKE_ALLOWED:
+                if self._on_limit is not None and (
+                        (level == TAKE_VIOLATION and violations == self._limiter._cfg.warn_after + 1)
+                        or (level == TAKE_ABUSE and violations == self._limiter._cfg.abuse_after)):
+                    self._on_limit(source, level)   # no lock is held here
+                if self._enforce:
+                    return (reason or REASON_LIMIT) + VERDICT_REFUSED
+                if reason == REASON_NONE:
+                    reason = REASON_LIMIT
+        counted = tracker_accept(tracker, hi, lo, &d, t)
+        if counted == 0 and tracker._deny:
+            return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        if counted >> 8 and self._on_flag is not None:
+            self._on_flag(source, counted >> 8)      # no lock is held here
+        return reason
+
+    def verdict_counts(self):
+        """Return how many times each verdict was returned, by verdict index."""
+        return tuple([self._counts[i] for i in range(VERDICT_CODES)])
+
+    @cython.binding(False)
+    def close(self, source, now=None):
+        """Count a closed connection; return False when there was none to close."""
+        return tracker_close(self._tracker, source, now)

@@ -1,0 +1,471 @@
+# Sharded, bounded tables of entries that start with a Header (pairs with
+# _core_py/table.py). A Table holds entries of one type; the Header is all
+# the table itself reads (key, eviction order, whether evictable).
+
+cdef struct Header:
+    # ``stamp`` is a time, and a full table evicts the sampled entry with the
+    # smallest one first: when a source was last seen, when a ban ends, when
+    # a bucket was last refilled.
+    uint64_t key_hi
+    uint64_t key_lo
+    double stamp              # eviction order: smallest first
+    uint32_t active           # > 0: never evicted
+    uint8_t patterns          # Pattern bits (source entries)
+    uint8_t reported          # pattern bits already announced (logged once per pattern)
+    uint8_t _pad[2]
+
+
+cdef struct Table:
+    # One shard's open-addressing table and counters, guarded by its Shard's
+    # lock. Entries are ``esize`` bytes each and start with a Header.
+    char* entries             # dense: entries 0..n-1, swap-removed on eviction
+    uint32_t esize
+    uint32_t* index           # slot -> entry position + 1; 0 is an empty slot
+    uint32_t index_mask
+    uint32_t n
+    uint32_t allocated        # entries has room for this many
+    uint32_t capacity         # hard bound on n
+    uint64_t rng              # xorshift64* state for eviction sampling
+    int64_t active_connections
+    uint32_t active_sources   # entries with hdr.active > 0: never evicted
+    uint32_t flagged_sources  # entries with hdr.patterns != 0
+    uint32_t flagged_by[8]    # entries with each Pattern bit set
+    uint64_t evictions
+    uint64_t overflows
+
+
+@cython.final
+cdef class Shard:
+    """The lock of one shard: a table's _tables[i] is guarded by _shards[i].lock.
+
+    A scalar pymutex in its own small object: a C array of pymutex crashes on
+    CPython < 3.13, where Cython backs each one with a PyThread lock.
+    """
+
+    cdef cython.pymutex lock
+
+
+cdef inline Header* table_at(Table* self, uint32_t pos) noexcept nogil:
+    return <Header*>(self.entries + <size_t>pos * self.esize)
+
+
+cdef inline uint32_t table_home(Table* self, Header* e, uint64_t seed) noexcept nogil:
+    return <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
+
+
+cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
+    cdef uint64_t x = self.rng
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    self.rng = x
+    return x * CG_XORSHIFT_STAR
+
+
+cdef inline Header* table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
+    """Return the entry for a key, or NULL."""
+    cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
+    cdef uint32_t ix
+    cdef Header* e
+    if self.index == NULL:
+        return NULL
+    while True:
+        ix = self.index[slot]
+        if ix == 0:
+            return NULL
+        e = table_at(self, ix - 1)
+        if e.key_lo == lo and e.key_hi == hi:
+            return e
+        slot = (slot + 1) & self.index_mask
+
+
+cdef uint32_t table_slot_of(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
+    """Return the index slot that points at entry ``pos``."""
+    cdef uint32_t slot = table_home(self, table_at(self, pos), seed)
+    while self.index[slot] != pos + 1:
+        slot = (slot + 1) & self.index_mask
+    return slot
+
+
+cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
+    """Double the entry array (up to capacity) and rebuild the index.
+
+    Plain libc allocation: safe under the lock (no Python), and a failure
+    is reported to the caller, which counts it as an overflow.
+    """
+    cdef uint32_t want = self.allocated * 2 if self.allocated else 16
+    cdef uint32_t slots = 8, i, slot
+    cdef char* entries
+    cdef uint32_t* index
+    if want > self.capacity:
+        want = self.capacity
+    while slots < want + want // 4:          # load factor <= 0.8
+        slots *= 2
+    entries = <char*>realloc(self.entries, <size_t>want * self.esize)
+    if entries == NULL:
+        return False
+    self.entries = entries
+    index = <uint32_t*>calloc(slots, sizeof(uint32_t))
+    if index == NULL:
+        return False
+    free(self.index)
+    self.index = index
+    self.index_mask = slots - 1
+    self.allocated = want
+    for i in range(self.n):
+        slot = table_home(self, table_at(self, i), seed)
+        while index[slot] != 0:
+            slot = (slot + 1) & self.index_mask
+        index[slot] = i + 1
+    return True
+
+
+cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
+    """Drop entry ``pos``: backward-shift delete in the index, swap-remove."""
+    cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last
+    cdef uint32_t mask = self.index_mask
+    j = hole
+    while True:
+        j = (j + 1) & mask
+        if self.index[j] == 0:
+            break
+        home = table_home(self, table_at(self, self.index[j] - 1), seed)
+        # Move j into the hole unless its home lies cyclically in (hole, j].
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            self.index[hole] = self.index[j]
+            hole = j
+    self.index[hole] = 0
+    self.n -= 1
+    last = self.n
+    if pos != last:
+        self.index[table_slot_of(self, last, seed)] = pos + 1
+        memcpy(table_at(self, pos), table_at(self, last), self.esize)
+
+
+cdef bint table_evict_one(Table* self, uint64_t seed) noexcept nogil:
+    """Evict the idlest of a few sampled entries that are not busy.
+
+    When the samples are all busy, scan from a random point: an idle
+    entry exists (checked first), so the scan ends, and it only runs
+    when nearly every entry is busy.
+    """
+    cdef uint32_t _sample, i, best = 0
+    cdef bint found = False
+    cdef Header* e
+    if self.n == 0 or self.active_sources >= self.n:
+        return False
+    for _sample in range(_SAMPLES):
+        i = <uint32_t>(table_next_random(self) % self.n)
+        e = table_at(self, i)
+        if e.active == 0 and (not found or e.stamp < table_at(self, best).stamp):
+            best = i
+            found = True
+    if not found:
+        i = <uint32_t>(table_next_random(self) % self.n)
+        while table_at(self, i).active != 0:
+            i = (i + 1) % self.n
+        best = i
+    table_flags_changed(self, table_at(self, best).patterns, 0)
+    table_remove(self, best, seed)
+    self.evictions += 1
+    return True
+
+
+cdef void table_flags_changed(Table* self, uint8_t before, uint8_t after) noexcept nogil:
+    """Keep flagged_sources and flagged_by in step with one entry's pattern bits."""
+    cdef int bit
+    if (before == 0) != (after == 0):
+        self.flagged_sources += 1 if before == 0 else -1
+    for bit in range(8):
+        if (before ^ after) & (1 << bit):
+            self.flagged_by[bit] += 1 if after & (1 << bit) else -1
+
+
+cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                          uint64_t seed) noexcept nogil:
+    """Add a zeroed entry for a new key; NULL (an overflow) when there is no room."""
+    cdef uint32_t slot, pos
+    cdef Header* e
+    if self.n >= self.capacity and not table_evict_one(self, seed):
+        self.overflows += 1
+        return NULL
+    if self.n >= self.allocated and not table_grow(self, seed):
+        self.overflows += 1
+        return NULL
+    pos = self.n
+    self.n += 1
+    e = table_at(self, pos)
+    memset(e, 0, self.esize)
+    e.key_hi = hi
+    e.key_lo = lo
+    e.stamp = now
+    slot = <uint32_t>(h >> 8) & self.index_mask
+    while self.index[slot] != 0:
+        slot = (slot + 1) & self.index_mask
+    self.index[slot] = pos + 1
+    return e
+
+
+cdef bint table_copy(Table* self, uint64_t hi, uint64_t lo, uint64_t h, void* out) noexcept nogil:
+    """Copy the entry for a key into ``out``; False when there is none."""
+    cdef Header* e = table_find(self, hi, lo, h)
+    if e == NULL:
+        return False
+    memcpy(out, e, self.esize)
+    return True
+
+
+cdef bint table_delete(Table* self, uint64_t hi, uint64_t lo, uint64_t h, uint64_t seed) noexcept nogil:
+    """Remove a key's entry; False when there is none."""
+    cdef Header* e = table_find(self, hi, lo, h)
+    if e == NULL:
+        return False
+    table_remove(self, <uint32_t>((<char*>e - self.entries) // self.esize), seed)
+    return True
+
+
+cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
+    """Return BROKEN_NONE when one shard's invariants hold, else the first broken one.
+
+    The index and the entries are a bijection when every slot in use points
+    below n, exactly n slots are in use, and every entry is found by probing
+    from its home slot: n entries each reached by a slot, out of n slots in
+    use, leaves no slot pointing at two entries.
+    """
+    cdef uint32_t slot, pos, used = 0, bit
+    cdef uint32_t sources = 0, flagged = 0
+    cdef uint32_t by_bit[8]
+    cdef int64_t connections = 0
+    cdef Header* e
+    if self.n > self.capacity or self.n > self.allocated:
+        return BROKEN_OVER_CAPACITY
+    if self.index == NULL:
+        return BROKEN_NONE if self.n == 0 else BROKEN_INDEX
+    for slot in range(self.index_mask + 1):
+        if self.index[slot] != 0:
+            if self.index[slot] > self.n:
+                return BROKEN_INDEX
+            used += 1
+    if used != self.n:
+        return BROKEN_INDEX
+    memset(by_bit, 0, sizeof(by_bit))
+    for pos in range(self.n):
+        e = table_at(self, pos)
+        slot = table_home(self, e, seed)
+        while self.index[slot] != pos + 1:
+            if self.index[slot] == 0:
+                return BROKEN_INDEX
+            slot = (slot + 1) & self.index_mask
+        sources += e.active > 0
+        connections += e.active
+        flagged += e.patterns != 0
+        for bit in range(8):
+            by_bit[bit] += (e.patterns >> bit) & 1
+    if sources != self.active_sources:
+        return BROKEN_ACTIVE_SOURCES
+    if connections != self.active_connections:
+        return BROKEN_ACTIVE_CONNECTIONS
+    if flagged != self.flagged_sources:
+        return BROKEN_FLAGGED_SOURCES
+    for bit in range(8):
+        if by_bit[bit] != self.flagged_by[bit]:
+            return BROKEN_FLAGGED_BY
+    return BROKEN_NONE
+
+
+cdef uint64_t _prefix_mask(int bits) noexcept:
+    """Mask of the top ``bits`` bits of a 64-bit word (clamped to 0..64)."""
+    if bits <= 0:
+        return 0
+    if bits >= 64:
+        return 0xFFFFFFFFFFFFFFFFULL
+    return ~((<uint64_t>1 << (64 - bits)) - 1)
+
+
+cdef uint64_t table_bytes(Table* self) noexcept nogil:
+    """Bytes held by one table's entry array and index."""
+    if self.index == NULL:
+        return 0
+    return <uint64_t>self.allocated * self.esize + (self.index_mask + 1) * sizeof(uint32_t)
+
+
+cdef void _add_counters(Table* s, int64_t* sums) noexcept nogil:
+    sums[0] += s.active_connections
+    sums[1] += s.active_sources
+    sums[2] += s.n
+    sums[3] += s.flagged_sources
+    sums[4] += <int64_t>s.evictions
+    sums[5] += <int64_t>s.overflows
+
+
+cdef class ShardedTable:
+    """Sharded, bounded tables of one entry type, keyed by netblock or text.
+
+    Shared by SourceTable, BanTable and BucketTable: the shards and their
+    locks, the clock, source-address keys, and the aggregate counters.
+    """
+
+    # Written once in _setup, read-only afterwards (no lock needed); the
+    # contents of _tables[i] are guarded by _shards[i].lock.
+    cdef tuple _shards        # Shard objects: the locks
+    cdef Table* _tables       # one per shard, in C memory: no refcounting on the hot path
+    cdef uint64_t _shard_mask
+    cdef uint64_t _seed
+    cdef uint64_t _mask_hi
+    cdef uint64_t _mask_lo
+    cdef uint32_t _mask_v4
+    cdef object _clock
+
+    cdef int _setup(self, uint64_t capacity, uint32_t shards, uint32_t esize, int ipv4_prefix,
+                    int ipv6_prefix, object clock, uint64_t seed) except -1:
+        cdef uint32_t i
+        if self._shards is not None:
+            raise RuntimeError(f"{type(self).__name__} is already initialised")
+        if shards == 0 or shards & (shards - 1) or capacity < shards:
+            raise ValueError("shards must be a power of two no larger than capacity")
+        self._seed = seed
+        self._mask_v4 = 0 if ipv4_prefix <= 0 else (~<uint32_t>0) << (32 - min(ipv4_prefix, 32))
+        self._mask_hi = _prefix_mask(ipv6_prefix)
+        self._mask_lo = _prefix_mask(ipv6_prefix - 64)
+        self._clock = clock
+        self._tables = <Table*>calloc(shards, sizeof(Table))
+        if self._tables == NULL:
+            raise MemoryError()
+        for i in range(shards):
+            # Spread the remainder so the shard capacities sum to capacity.
+            self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
+            self._tables[i].rng = fmix64(seed + i + 1) | 1
+            self._tables[i].esize = esize
+        self._shard_mask = shards - 1
+        self._shards = tuple([Shard() for _ in range(shards)])
+        return 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self._tables != NULL:
+            for i in range(self._shard_mask + 1):
+                free(self._tables[i].entries)
+                free(self._tables[i].index)
+            free(self._tables)
+
+    cdef inline double _now(self, object now) except? -1.0:
+        cdef double t
+        if now is None:
+            if self._clock is None:
+                return cg_monotonic()
+            now = self._clock()
+        t = now
+        if not isfinite(t):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        return t
+
+    cdef inline int _key(self, object source, uint64_t* hi, uint64_t* lo) except 0:
+        return self._mask(source_key(source, hi, lo), hi, lo)
+
+    cdef inline int _mask(self, int family, uint64_t* hi, uint64_t* lo) noexcept:
+        """Mask a parsed address to its netblock; return the family."""
+        if family == 4:
+            lo[0] = _V4_TAG | (lo[0] & self._mask_v4)
+        else:
+            hi[0] &= self._mask_hi
+            lo[0] &= self._mask_lo
+        return family
+
+    def source_key(self, source):
+        """Return ``(family, hi, lo)``: the masked netblock key of a source."""
+        cdef uint64_t hi, lo
+        family = self._key(source, &hi, &lo)
+        return family, hi, lo
+
+    cdef bint _copy_entry(self, uint64_t hi, uint64_t lo, void* out) noexcept:
+        """Copy a key's entry into ``out`` under its shard's lock; False when absent."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef bint found
+        shard_lock(self, i)
+        found = table_copy(&self._tables[i], hi, lo, h, out)
+        shard_unlock(self, i)
+        return found
+
+    def counters(self):
+        """Return (active_connections, active_sources, tracked_sources,
+        flagged_sources, evictions, overflows), summed over the shards."""
+        cdef int64_t sums[6]
+        cdef Py_ssize_t i
+        memset(sums, 0, sizeof(sums))
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            _add_counters(&self._tables[i], sums)
+            shard_unlock(self, i)
+        return tuple([sums[i] for i in range(6)])
+
+    def flagged_by(self):
+        """Return how many entries have each pattern bit set (Pattern bit order)."""
+        cdef int64_t sums[8]
+        cdef Py_ssize_t i
+        cdef int bit
+        memset(sums, 0, sizeof(sums))
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            for bit in range(8):
+                sums[bit] += self._tables[i].flagged_by[bit]
+            shard_unlock(self, i)
+        return tuple([sums[bit] for bit in range(len(_spec.PATTERNS))])
+
+    def check_consistency(self):
+        """Raise AssertionError naming the first broken invariant of any shard.
+
+        Checked per shard, under its lock: the index and the entries are a
+        bijection, there are no more entries than capacity, and the
+        active_sources, active_connections, flagged_sources and flagged_by
+        counters match the entries. For tests and debugging: O(entries).
+        """
+        cdef Py_ssize_t i
+        cdef int broken
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            broken = table_check(&self._tables[i], self._seed)
+            shard_unlock(self, i)
+            if broken:
+                raise AssertionError(f"shard {i}: {_spec.Broken(broken).describe()}")
+
+    def memory_bytes(self):
+        """Return the bytes this table holds: C tables and shard objects."""
+        cdef uint64_t total = (self._shard_mask + 1) * sizeof(Table)
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            total += table_bytes(&self._tables[i])
+            shard_unlock(self, i)
+            total += self._shards[i].__sizeof__()
+        return total
+
+    @property
+    def capacity(self):
+        """The hard bound on entries."""
+        cdef uint64_t total = 0
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            total += self._tables[i].capacity   # written once in _setup
+        return total
+
+    @property
+    def shards(self):
+        return len(self._shards)
+
+
+cdef inline void shard_lock(ShardedTable table, Py_ssize_t i) noexcept:
+    """Take shard ``i``'s lock: a real lock on free-threaded builds only.
+
+    With the GIL, nothing between shard_lock and shard_unlock can release
+    it (only plain C runs there), so the GIL already serialises the region
+    and both calls compile to nothing.
+    """
+    if CG_SHARD_LOCKS:
+        (<Shard>PyTuple_GET_ITEM(table._shards, i)).lock.acquire()
+
+
+cdef inline void shard_unlock(ShardedTable table, Py_ssize_t i) noexcept:
+    """Release shard ``i``'s lock, taken by shard_lock."""
+    if CG_SHARD_LOCKS:
+        (<Shard>PyTuple_GET_ITEM(table._shards, i)).lock.release()

@@ -1,0 +1,146 @@
+"""The contract both cores and the API layer share: codes, layouts, constants.
+
+Everything that _core_c.pyx, _core_py and the public classes must agree on
+is written here once. The pure core imports it; the compiled core keeps C
+constants of its own (a C constant compiles into the instruction that uses
+it) and asserts at import that each one equals the value here, so the two
+can never drift apart silently.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+# --- sizes and limits -----------------------------------------------------------
+
+MAX_CLASSES = 8             #: "other" plus up to seven named destination classes
+MAX_SOURCE_LENGTH = 100     #: longer text cannot be an address; rejected unread
+EVICTION_SAMPLES = 8        #: entries sampled per eviction
+SKETCH_BITS = 64            #: bits in a distinct-hosts or distinct-ports sketch
+COUNT_MAX = 65535           #: per-class window counters saturate here
+MAX_CAPACITY = 2**32 - 1    #: entries one shard can index (positions are 32-bit)
+
+
+# --- hashing ---------------------------------------------------------------------
+# 64-bit constants the cores hash with; both must use the same ones for the
+# twins to shard, sample and sketch identically.
+
+GOLDEN = 0x9E3779B97F4A7C15        #: 2**64 / golden ratio: mixes hi into a key hash
+FMIX_C1 = 0xFF51AFD7ED558CCD       #: murmur3 fmix64 multipliers
+FMIX_C2 = 0xC4CEB9FE1A85EC53
+XORSHIFT_STAR = 0x2545F4914F6CDD1D  #: xorshift64* output multiplier (eviction sampling)
+V4_TAG = 0x0000FFFF00000000        #: IPv4 keys live in ::ffff:0:0/96
+PORT_SALT = 0x5BD1E9955BD1E995     #: ports hash apart from hosts
+FNV_OFFSET = 0xCBF29CE484222325    #: seed of the destination-host hash
+LIMIT_SALT = 0xA0761D6478BD642F    #: the Guard's netblock buckets apart from text keys
+
+
+# --- patterns ----------------------------------------------------------------------
+
+class Pattern(enum.IntFlag):
+    """A source entry's pattern bits; the public names are the lower-case member names."""
+
+    CONN_FLOOD = 1
+    CONN_RATE = 2
+    SPAM_RELAY = 4
+    PORT_SCAN = 8
+    CREDENTIAL_STUFFING = 16
+    DNS_TUNNEL = 32
+
+
+#: pattern name -> bit, in bit order: "conn_flood", "conn_rate", ...
+PATTERN_BITS: dict[str, int] = {name.lower(): int(bit) for name, bit in Pattern.__members__.items()}
+#: Every pattern name a source can be flagged with, in bit order.
+PATTERNS: tuple[str, ...] = tuple(PATTERN_BITS)
+
+
+def pattern_names(bits: int) -> frozenset[str]:
+    """The names of the pattern bits set in ``bits``."""
+    return frozenset(name for name, bit in PATTERN_BITS.items() if bits & bit)
+
+
+# --- ranking -------------------------------------------------------------------------
+
+class TopBy(enum.IntEnum):
+    """What SourceTable.top_raw ranks by."""
+
+    ACTIVE = 0
+    TOTAL = 1
+    RATE = 2
+    FLAGGED = 3       # by rate, sources with a pattern raised only
+
+
+# --- rate limiting ---------------------------------------------------------------------
+
+class Take(enum.IntEnum):
+    """BucketTable.take's result: allowed, or how far a denial has escalated."""
+
+    ALLOWED = 0
+    WARNING = 1
+    VIOLATION = 2
+    ABUSE = 3
+
+
+# --- the guard ----------------------------------------------------------------------------
+
+class Reason(enum.IntEnum):
+    """Why the Guard refused, or would have refused, a connection."""
+
+    NONE = 0
+    BANNED = 1
+    OVERFLOW = 2
+    LIMIT = 3
+
+
+#: Added to a Reason in a verdict code when the connection was refused.
+REFUSED = 4
+#: Verdict codes run from 0 to VERDICT_CODES - 1: reason + (REFUSED if refused).
+VERDICT_CODES = 8
+
+
+def verdict_code(reason: Reason, refused: bool) -> int:
+    return int(reason) + (REFUSED if refused else 0)
+
+
+def verdict_parts(code: int) -> tuple[Reason, bool]:
+    """Split a verdict code into its reason and whether it was a refusal."""
+    return Reason(code % REFUSED), code >= REFUSED
+
+
+# --- raw statistics --------------------------------------------------------------------------
+
+class RawStats(NamedTuple):
+    """One source entry as the cores hand it to the API layer, windows advanced to ``now``."""
+
+    key_hi: int
+    key_lo: int
+    active: int
+    total: int
+    first_seen: float
+    last_seen: float
+    patterns: int
+    weight: float                 # share of the previous window bucket still inside the window
+    cls_cur: tuple[int, ...]      # accepts per class, current bucket
+    cls_prev: tuple[int, ...]     # accepts per class, previous bucket
+    hosts_cur: int                # distinct-host sketches
+    hosts_prev: int
+    ports_cur: int                # distinct-port sketches
+    ports_prev: int
+
+
+# --- consistency ----------------------------------------------------------------------------
+
+class Broken(enum.IntEnum):
+    """Which invariant of a shard ShardedTable.check_consistency found broken."""
+
+    NONE = 0
+    OVER_CAPACITY = 1         # more entries than the shard's capacity (or its allocation)
+    INDEX = 2                 # index slots and entry positions are not a bijection
+    ACTIVE_SOURCES = 3        # active_sources != entries with a connection open
+    ACTIVE_CONNECTIONS = 4    # active_connections != the entries' open connections
+    FLAGGED_SOURCES = 5       # flagged_sources != entries with a pattern raised
+    FLAGGED_BY = 6            # flagged_by[bit] != entries with that pattern bit
+
+    def describe(self) -> str:
+        return self.name.lower().replace("_", " ") + " invariant broken"

@@ -1,0 +1,27 @@
+"""The ``connguard`` command: one console script, a subcommand per job.
+
+``connguard demo`` today; replay, proxy and bans join it as they land. Also
+``python -m connguard``. This is the top layer: it may import anything below.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .. import __version__
+from . import demo
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="connguard", description="See connection abuse as it happens.")
+    parser.add_argument("--version", action="version", version=f"connguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(commands)
+    args = parser.parse_args(argv)
+    status: int = args.run(args)
+    return status
