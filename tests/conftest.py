@@ -135,13 +135,14 @@ def make_guard(core: ModuleType, clock: FakeClock) -> Callable[..., Any]:
 
     def make(*, tracker: dict[str, Any] | None = None, bans: dict[str, Any] | None = None,
              limiter: dict[str, Any] | bool | None = None, **kwargs: Any) -> Guard:
-        parts = {
-            "tracker": on_core(Tracker, core)(**{"clock": clock, "seed": 1, **(tracker or {})}),
-            "bans": on_core(BanManager, core)(**{"clock": clock, "seed": 2, "node_id": "n",
-                                                 **(bans or {})}),
-            "limiter": limiter if limiter is False else on_core(RateLimiter, core)(
-                **{"clock": clock, "seed": 3, **(limiter or {})}),
-        }
-        return on_core(Guard, core)(**parts, **kwargs)
+        limiter_part: RateLimiter | bool = False
+        if limiter is not False:
+            limiter_part = on_core(RateLimiter, core)(
+                **{"clock": clock, "seed": 3, **(limiter if isinstance(limiter, dict) else {})})
+        return on_core(Guard, core)(
+            tracker=on_core(Tracker, core)(**{"clock": clock, "seed": 1, **(tracker or {})}),
+            bans=on_core(BanManager, core)(**{"clock": clock, "seed": 2, "node_id": "n",
+                                              **(bans or {})}),
+            limiter=limiter_part, **kwargs)
 
     return make

@@ -123,8 +123,9 @@ def test_invalid_source_raises_value_error_and_counts_nothing(
     t = make_tracker()
     t.accept("192.0.2.1", "a:80", now=1.0)
     before = counts(t)
-    for call in (lambda: t.accept(text, "a:80", now=2.0), lambda: t.close(text, now=2.0),
-                 lambda: t.stats(text)):
+    calls: list[Callable[[], object]] = [lambda: t.accept(text, "a:80", now=2.0),
+                                         lambda: t.close(text, now=2.0), lambda: t.stats(text)]
+    for call in calls:
         with pytest.raises(ValueError):
             call()
     assert counts(t) == before

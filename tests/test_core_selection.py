@@ -14,7 +14,6 @@ import connguard
 from connguard import _core_py
 
 
-
 @pytest.mark.c_extension
 def test_compiled_core_loaded_when_expected(compiled_core: types.ModuleType) -> None:
     assert connguard.COMPILED, "the compiled core did not load: connguard runs pure Python"
@@ -67,6 +66,7 @@ def test_type_stub_covers_the_compiled_core(compiled_core: types.ModuleType) -> 
     from pathlib import Path
 
     _core_c = compiled_core
+    assert _core_c.__file__ is not None
     stub = Path(_core_c.__file__).with_name("_core_c.pyi")
     if not stub.exists():
         pytest.skip("no stub beside the installed module")

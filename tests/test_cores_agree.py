@@ -75,6 +75,8 @@ def test_random_operations_agree(both: tuple[type, type], config: dict[str, Any]
         else:
             results = [t.top(3, by="rate", now=now) for t in (compiled, pure)]
         assert results[0] == results[1], (name, source)
+        compiled.check_consistency()
+        pure.check_consistency()
     assert observe(compiled, now) == observe(pure, now)
 
 
@@ -142,6 +144,8 @@ def test_long_random_workload_agrees(both: tuple[type, type], seed: int) -> None
         if draw < 0.6 or draw >= 0.7:
             assert compiled.close(source, now=now + 0.1) == pure.close(source, now=now + 0.1)
     assert compiled.evictions > 1_000        # the sampler's choices matter here
+    compiled.check_consistency()
+    pure.check_consistency()
     assert observe(compiled, now) == observe(pure, now)
     assert [compiled.stats(s, now=now) for s in pool] == [pure.stats(s, now=now) for s in pool]
 
@@ -188,6 +192,8 @@ def test_rate_limiters_agree(both: tuple[type, type], ops: list[tuple[int, float
         assert decisions[0] == decisions[1]
     assert limiters[0].counters() == limiters[1].counters()
     assert [limiters[0].state(k) for k in keys] == [limiters[1].state(k) for k in keys]
+    for limiter in limiters:
+        limiter.check_consistency()
 
 
 ban_ops = st.lists(st.tuples(st.sampled_from(["set", "clear", "check"]), st.integers(0, 7),
@@ -214,3 +220,71 @@ def test_ban_tables_agree(both: tuple[type, type], ops: list[tuple[str, int, flo
         assert results[0] == results[1], op
     assert tables[0].counters() == tables[1].counters()
     assert [t.active(now=10.0) for t in tables][0] == [t.active(now=10.0) for t in tables][1]
+    for table in tables:
+        table.check_consistency()
+
+
+guard_ops = st.lists(st.tuples(
+    st.sampled_from(["accept", "accept", "accept", "close", "close", "report", "ban", "unban"]),
+    st.integers(0, len(SOURCES) - 1),
+    st.integers(0, len(DESTINATIONS) - 1),
+    st.floats(0.0, 3.0, allow_nan=False),
+), max_size=150)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=guard_ops, enforce=st.booleans(), capacity=st.sampled_from([3, 8, 1000]),
+       overflow=st.sampled_from(["permissive", "deny"]), with_limiter=st.booleans(),
+       threshold=st.integers(1, 4))
+def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, float]],
+                      enforce: bool, capacity: int, overflow: str, with_limiter: bool,
+                      threshold: int) -> None:
+    """Two Guards, one per core, give the same verdicts, counts and bans for any operations."""
+    from connguard import _core_c
+    from connguard.bans import BanManager
+    from connguard.guard import Guard
+    from connguard.ratelimit import RateLimiter
+
+    clock = [1000.0]
+    guards = []
+    for core in (_core_c, _core_py):
+        limiter: RateLimiter | bool = False
+        if with_limiter:
+            limiter = on_core(RateLimiter, core)(2.0, 3.0, capacity=capacity, shards=1, seed=13,
+                                                 warn_after=1, abuse_after=3, clock=lambda: clock[0])
+        guards.append(on_core(Guard, core)(
+            enforce=enforce, limiter=limiter,
+            tracker=on_core(Tracker, core)(capacity=capacity, shards=1, seed=11, window=2.0,
+                                           overflow=overflow, concurrent_threshold=threshold,
+                                           rate_threshold=3.0, clock=lambda: clock[0]),
+            bans=on_core(BanManager, core)(capacity=capacity, shards=1, seed=12, node_id="n",
+                                           clock=lambda: clock[0])))
+    results: list[object]
+    for name, si, di, dt in ops:
+        clock[0] += dt
+        source = SOURCES[si]
+        if name == "accept":
+            results = [g.accept(source, DESTINATIONS[di]) for g in guards]
+        elif name == "close":
+            results = [g.close(source) for g in guards]
+        elif name == "report":
+            results = [g.report(source, "malformed_message").kind for g in guards]
+        elif name == "ban":
+            for g in guards:
+                g.bans.ban(source, 1.0 + di)
+            results = [g.is_banned(source) for g in guards]
+        else:
+            results = [g.bans.unban(source) for g in guards]
+        assert results[0] == results[1], (name, source)
+    compiled, pure = guards
+    assert compiled.verdict_counts() == pure.verdict_counts()
+    assert observe(compiled.tracker, clock[0]) == observe(pure.tracker, clock[0])
+    assert [b.source for b in compiled.bans.banned()] == [b.source for b in pure.bans.banned()]
+    assert [compiled.is_banned(s) for s in SOURCES] == [pure.is_banned(s) for s in SOURCES]
+    assert compiled.bans.counters() == pure.bans.counters()
+    for g in guards:
+        g.tracker.check_consistency()
+        g.bans.check_consistency()
+        if g.limiter is not None:
+            g.limiter.check_consistency()
+            assert g.limiter.counters() == guards[0].limiter.counters()  # type: ignore[union-attr]

@@ -100,11 +100,15 @@ def test_bad_input_raises_and_counts_nothing(make_guard: Make) -> None:
 def test_parts_must_agree(core: Any) -> None:
     from connguard._core import on_core
 
-    Tracker, BanManager, Guard = (on_core(c, core) for c in (cg.Tracker, cg.BanManager, cg.Guard))
-    with pytest.raises(ValueError, match="same ipv4_prefix"):
+    Tracker, BanManager = on_core(cg.Tracker, core), on_core(cg.BanManager, core)
+    Guard, RateLimiter = on_core(cg.Guard, core), on_core(cg.RateLimiter, core)
+    with pytest.raises(ValueError, match="tracker and bans must key sources by the same"):
         Guard(tracker=Tracker(ipv6_prefix=48), bans=BanManager())
+    with pytest.raises(ValueError, match="tracker and limiter must key sources by the same"):
+        Guard(tracker=Tracker(ipv4_prefix=24), bans=BanManager(ipv4_prefix=24),
+              limiter=RateLimiter())
     with pytest.raises(TypeError, match="tracker"):
-        Guard(tracker=object())
+        Guard(tracker=object())  # type: ignore[arg-type]
 
 
 def test_verdicts_are_shared_and_allocate_nothing(make_guard: Make, core: Any) -> None:

@@ -10,7 +10,6 @@ import pytest
 from connguard._core import on_core
 from connguard.tracker import Tracker
 
-
 pytestmark = pytest.mark.c_extension       # the pure core allocates by nature
 
 

@@ -53,6 +53,7 @@ def test_interleaved_accept_close_on_one_source_is_exact(make_tracker: Make) -> 
     assert s.total == THREADS * rounds + expected_open
     assert t.active_connections == expected_open
     assert t.active_sources == 1 and t.tracked_sources == 1
+    t.check_consistency()
 
 
 def test_close_racing_accept_on_the_edge_of_zero(make_tracker: Make) -> None:
@@ -71,6 +72,7 @@ def test_close_racing_accept_on_the_edge_of_zero(make_tracker: Make) -> None:
     run_threads(work)
     assert t.active_connections == 0 and t.active_sources == 0
     assert sum(t.stats(s).total for s in sources) == THREADS * 4_000
+    t.check_consistency()
 
 
 def test_many_sources_with_evictions_keep_aggregates_consistent(make_tracker: Make) -> None:
@@ -94,3 +96,4 @@ def test_many_sources_with_evictions_keep_aggregates_consistent(make_tracker: Ma
     # Every accept of a new source was either tracked (and maybe later
     # evicted) or, with the table full of busy sources, an overflow.
     assert tracked + evictions + overflows == THREADS * 3_000
+    t.check_consistency()

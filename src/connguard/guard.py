@@ -71,13 +71,13 @@ class _GuardAPI(_GuardBase):
             if len(args) > len(_POSITIONAL):
                 raise TypeError(f"Guard takes at most {len(_POSITIONAL)} arguments")
             keywords = (tracker, bans, limiter, enforce, clock, pseudonymizer)
-            for name, value in zip(_POSITIONAL, keywords[:len(args)]):
+            for name, value in zip(_POSITIONAL, keywords[:len(args)], strict=False):
                 if value is not None and value is not False:
                     raise TypeError(f"Guard got multiple values for argument {name!r}")
             warnings.warn("Guard's arguments are keyword-only; passing them by position is "
                           "deprecated", DeprecationWarning, stacklevel=2)
-            tracker, bans, limiter, enforce, clock, pseudonymizer = (  # type: ignore[assignment]
-                *args, *keywords[len(args):])
+            values = [*args, *keywords[len(args):]]
+            tracker, bans, limiter, enforce, clock, pseudonymizer = values  # type: ignore[assignment]
         callable_arg("clock", clock)
         callable_arg("pseudonymizer", pseudonymizer)
         for name, part, api, public in (("tracker", tracker, _TrackerAPI, "Tracker"),
@@ -115,6 +115,12 @@ class _GuardAPI(_GuardBase):
         super().__init__(
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
             verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
+
+    if TYPE_CHECKING:
+        # The core's accept returns one of the _VERDICTS it was given; typed
+        # here only, so the call still goes straight into the core.
+        def accept(self, source: str, destination: str | None = "",
+                   now: float | None = None) -> Verdict: ...
 
     def _limit_reached(self, source: str, level: int) -> None:
         # Called by the core, outside every lock, once per violation window

@@ -27,9 +27,9 @@ class GuardTable:
                  on_flag: Callable[[str, int], object] | None) -> None:
         if len(verdicts) != VERDICT_CODES:
             raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
-        self._tracker = tracker
-        self._bans = bans
-        self._limiter = limiter
+        self._sources = tracker
+        self._ban_table = bans
+        self._buckets = limiter
         self._enforce = bool(enforce)
         self._verdicts = verdicts
         self._on_limit = on_limit
@@ -45,20 +45,20 @@ class GuardTable:
         return self._verdicts[code]
 
     def _decide(self, source: str, destination: str | None, now: float | None) -> int:
-        tracker = self._tracker
+        tracker = self._sources
         _, hi, lo = tracker._key(source)
         d = classify(destination, tracker._port_class)
         t = tracker._now(now)
         reason = Reason.NONE
-        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+        if self._ban_table is not None and ban_active(self._ban_table, hi, lo, t):
             if self._enforce:
                 return Reason.BANNED + REFUSED
             reason = Reason.BANNED
-        if self._limiter is not None:
-            level, violations = limit_take(self._limiter, hi ^ LIMIT_SALT, lo, t)
+        if self._buckets is not None:
+            level, violations = limit_take(self._buckets, hi ^ LIMIT_SALT, lo, t)
             # The limiter keys addresses by netblock too: limiter.allow(source) spends this bucket.
             if level != Take.ALLOWED:
-                cfg = self._limiter._cfg
+                cfg = self._buckets._cfg
                 if self._on_limit is not None and (
                         (level == Take.VIOLATION and violations == cfg.warn_after + 1)
                         or (level == Take.ABUSE and violations == cfg.abuse_after)):
@@ -81,4 +81,4 @@ class GuardTable:
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self._tracker, source, now)
+        return tracker_close(self._sources, source, now)

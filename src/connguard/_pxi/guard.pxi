@@ -10,9 +10,9 @@ cdef class GuardTable:
     """
 
     # Written once in __init__, read-only afterwards.
-    cdef SourceTable _tracker
-    cdef BanTable _bans           # may be None
-    cdef BucketTable _limiter     # may be None
+    cdef SourceTable _sources
+    cdef BanTable _ban_table      # may be None
+    cdef BucketTable _buckets     # may be None
     cdef bint _enforce
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
     cdef object _on_limit         # called (source, level) when a source first reaches a level
@@ -23,9 +23,9 @@ cdef class GuardTable:
                  bint enforce, tuple verdicts not None, object on_limit, object on_flag):
         if len(verdicts) != VERDICT_CODES:
             raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
-        self._tracker = tracker
-        self._bans = bans
-        self._limiter = limiter
+        self._sources = tracker
+        self._ban_table = bans
+        self._buckets = limiter
         self._enforce = enforce
         self._verdicts = verdicts
         self._on_limit = on_limit
@@ -43,20 +43,20 @@ cdef class GuardTable:
         cdef Destination d
         cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
         cdef uint32_t violations = 0
-        cdef SourceTable tracker = self._tracker
+        cdef SourceTable tracker = self._sources
         tracker._key(source, &hi, &lo)
         classify(destination, tracker._port_class, &d)
         cdef double t = tracker._now(now)
-        if self._bans is not None and ban_active(self._bans, hi, lo, t):
+        if self._ban_table is not None and ban_active(self._ban_table, hi, lo, t):
             if self._enforce:
                 return REASON_BANNED + VERDICT_REFUSED
             reason = REASON_BANNED
-        if self._limiter is not None:
-            level = limit_take(self._limiter, hi ^ _LIMIT_SALT, lo, t, &violations)
+        if self._buckets is not None:
+            level = limit_take(self._buckets, hi ^ _LIMIT_SALT, lo, t, &violations)
             if level != TAKE_ALLOWED:
                 if self._on_limit is not None and (
-                        (level == TAKE_VIOLATION and violations == self._limiter._cfg.warn_after + 1)
-                        or (level == TAKE_ABUSE and violations == self._limiter._cfg.abuse_after)):
+                        (level == TAKE_VIOLATION and violations == self._buckets._cfg.warn_after + 1)
+                        or (level == TAKE_ABUSE and violations == self._buckets._cfg.abuse_after)):
                     self._on_limit(source, level)   # no lock is held here
                 if self._enforce:
                     return (reason or REASON_LIMIT) + VERDICT_REFUSED
@@ -76,4 +76,4 @@ cdef class GuardTable:
     @cython.binding(False)
     def close(self, source, now=None):
         """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self._tracker, source, now)
+        return tracker_close(self._sources, source, now)

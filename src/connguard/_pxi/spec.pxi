@@ -65,7 +65,7 @@ cdef extern from *:
 cdef object RawStats = _spec.RawStats
 
 
-cdef _check_spec():
+def _check_spec():
     """Raise ImportError naming every C value that disagrees with _spec."""
     pairs = [
         ("MAX_CLASSES", _MAX_CLASSES, _spec.MAX_CLASSES),
