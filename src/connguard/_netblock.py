@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 from ._spec import V4_TAG
+from ._validate import int_arg
 
-__all__ = ["address_of", "netblock_text"]
+__all__ = ["NetblockKeyed", "address_of", "netblock_text"]
 
 
 def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
@@ -34,3 +35,25 @@ def address_of(source: str) -> str:
     if not (length.isascii() and length.isdigit() and len(length) <= 3):
         raise ValueError(f"invalid source netblock: {source[:64]!r}")
     return address
+
+
+class NetblockKeyed:
+    """Read-only ``ipv4_prefix`` and ``ipv6_prefix`` of a class that keys sources by netblock."""
+
+    _ipv4_prefix: int
+    _ipv6_prefix: int
+
+    def _set_prefixes(self, ipv4_prefix: object, ipv6_prefix: object) -> None:
+        """Validate and keep the prefixes (0-32 and 0-128 bits)."""
+        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
+        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+
+    @property
+    def ipv4_prefix(self) -> int:
+        """IPv4 sources are keyed per netblock of this many bits."""
+        return self._ipv4_prefix
+
+    @property
+    def ipv6_prefix(self) -> int:
+        """IPv6 sources are keyed per netblock of this many bits."""
+        return self._ipv6_prefix

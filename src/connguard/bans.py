@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._netblock import address_of, netblock_text
+from ._netblock import NetblockKeyed, address_of, netblock_text
 from ._spec import MAX_CAPACITY
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 
@@ -96,7 +96,7 @@ class _Record:
     bans: int = 0                 # bans so far, for escalation
 
 
-class _BanAPI(_BanBase):
+class _BanAPI(NetblockKeyed, _BanBase):
     """Everything BanManager adds to a core's BanTable; shared by both cores."""
 
     def __init__(
@@ -132,8 +132,7 @@ class _BanAPI(_BanBase):
         self._node = node_id if node_id is not None else f"node-{os.urandom(4).hex()}"
         if not isinstance(self._node, str) or not self._node:
             raise ValueError(f"node_id must be a non-empty str, got {node_id!r}")
-        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
-        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        self._set_prefixes(ipv4_prefix, ipv6_prefix)
         self._capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
         self._max_infractions = int_arg("max_infractions", max_infractions, 1, 2**20)
         self._min_ban = number_arg("min_ban", min_ban, allow_low=True)
@@ -470,16 +469,6 @@ class _BanAPI(_BanBase):
     def pseudonymizer(self) -> Callable[[str], str] | None:
         """What ban log lines show instead of a netblock, when set."""
         return self._pseudonymizer
-
-    @property
-    def ipv4_prefix(self) -> int:
-        """IPv4 sources are banned per netblock of this many bits."""
-        return self._ipv4_prefix
-
-    @property
-    def ipv6_prefix(self) -> int:
-        """IPv6 sources are banned per netblock of this many bits."""
-        return self._ipv6_prefix
 
     @property
     def kinds(self) -> dict[str, tuple[int, float]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import _core
+from ._netblock import NetblockKeyed
 from ._spec import MAX_CAPACITY, Take
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 
@@ -43,7 +44,7 @@ _DECISIONS = {
 _BY_CODE = tuple(_DECISIONS[code] for code in Take)
 
 
-class _LimiterAPI(_LimiterBase):
+class _LimiterAPI(NetblockKeyed, _LimiterBase):
     """Everything RateLimiter adds to a core's BucketTable; shared by both cores."""
 
     def __init__(
@@ -67,8 +68,7 @@ class _LimiterAPI(_LimiterBase):
         warn_after = int_arg("warn_after", warn_after, 0, 2**31)
         abuse_after = int_arg("abuse_after", abuse_after, warn_after + 1, 2**32 - 1)
         window = number_arg("violation_window", violation_window)
-        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
-        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        self._set_prefixes(ipv4_prefix, ipv6_prefix)
         super().__init__(
             capacity=capacity, shards=shards_arg(shards, capacity), rate=self._rate,
             burst=self._burst, warn_after=warn_after, abuse_after=abuse_after,
@@ -89,16 +89,6 @@ class _LimiterAPI(_LimiterBase):
     def burst(self) -> float:
         """Bucket size: requests a fresh key may make at once."""
         return self._burst
-
-    @property
-    def ipv4_prefix(self) -> int:
-        """Address keys share a bucket per IPv4 netblock of this many bits."""
-        return self._ipv4_prefix
-
-    @property
-    def ipv6_prefix(self) -> int:
-        """Address keys share a bucket per IPv6 netblock of this many bits."""
-        return self._ipv6_prefix
 
 
 class RateLimiter(_LimiterAPI, _BucketTable):

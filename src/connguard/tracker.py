@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from . import _core
-from ._netblock import netblock_text
+from ._netblock import NetblockKeyed, netblock_text
 from ._spec import MAX_CAPACITY, MAX_CLASSES, PATTERNS, SKETCH_BITS, RawStats, TopBy, pattern_names
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .events import ACCEPT, CLOSE, Event
@@ -105,7 +105,7 @@ def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, .
     return tuple(names), bytes(table)
 
 
-class _TrackerAPI(_TrackerBase):
+class _TrackerAPI(NetblockKeyed, _TrackerBase):
     """Everything Tracker adds to a core's SourceTable; shared by both cores.
 
     ``isinstance(x, _TrackerAPI)`` is true of a Tracker on either core.
@@ -126,8 +126,7 @@ class _TrackerAPI(_TrackerBase):
         shards: int = 64,
         seed: int | None = None,
     ) -> None:
-        self._ipv4_prefix = int_arg("ipv4_prefix", ipv4_prefix, 0, 32)
-        self._ipv6_prefix = int_arg("ipv6_prefix", ipv6_prefix, 0, 128)
+        self._set_prefixes(ipv4_prefix, ipv6_prefix)
         capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
         self._window = number_arg("window", window)
         threshold = int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
@@ -183,16 +182,6 @@ class _TrackerAPI(_TrackerBase):
     def thresholds(self) -> Mapping[str, float]:
         """Each pattern's threshold (read-only; set them when building the Tracker)."""
         return self._thresholds
-
-    @property
-    def ipv4_prefix(self) -> int:
-        """IPv4 sources are counted per netblock of this many bits."""
-        return self._ipv4_prefix
-
-    @property
-    def ipv6_prefix(self) -> int:
-        """IPv6 sources are counted per netblock of this many bits."""
-        return self._ipv6_prefix
 
     @property
     def window(self) -> float:
