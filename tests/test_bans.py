@@ -195,7 +195,7 @@ def test_remote_creation_in_the_future_counts_as_now(make_bans: Make, clock: Any
     ({"source": "not-an-ip"}, ValueError),
     ({"id": ""}, ValueError),
     ({"created": float("nan")}, ValueError),
-    ({"created": "yesterday"}, TypeError),
+    ({"created": "yesterday"}, ValueError),
     ({"node": None}, ValueError),
 ])
 def test_bad_remote_infractions_raise_and_change_nothing(make_bans: Make, clock: Any,
