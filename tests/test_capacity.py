@@ -46,8 +46,9 @@ def test_full_of_busy_sources_permissive_accepts_untracked(make_tracker: Make) -
     assert t.accept(v4(100), now=2.0) is True          # allowed, not tracked
     assert t.stats(v4(100)) is None
     assert (t.tracked_sources, t.overflows, t.evictions) == (8, 1, 0)
-    assert t.close(v4(100)) is False                    # its close is a no-op
-    assert t.active_connections == 8
+    assert t.untracked() == (1, 0)
+    assert t.close(v4(100)) is True                     # its close is absorbed...
+    assert t.active_connections == 8 and t.untracked() == (0, 0)   # ...closing nothing tracked
     t.close(v4(3), now=3.0)                             # one source goes idle...
     assert t.accept(v4(100), now=4.0) is True           # ...and makes room
     assert t.stats(v4(3)) is None and t.stats(v4(100)).active == 1

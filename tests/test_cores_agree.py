@@ -29,7 +29,9 @@ operation = st.tuples(
     st.sampled_from(["accept", "close", "stats", "top"]),
     st.integers(0, len(SOURCES) - 1),
     st.integers(0, len(DESTINATIONS) - 1),
-    st.floats(-1.0, 7.0, allow_nan=False),
+    # Mostly small steps (replayed logs go back a little); now and then a
+    # clock reset or a timestamp far in the future or past.
+    st.one_of(st.floats(-1.0, 7.0, allow_nan=False), st.sampled_from([-5e3, 5e3, -1e9, 1e9])),
 )
 configs = st.fixed_dictionaries({
     "capacity": st.sampled_from([1, 2, 3, 5, 8, 1000]),
@@ -51,7 +53,7 @@ def both(pytestconfig: pytest.Config) -> tuple[type, type]:
 
 
 def observe(t: Any, now: float) -> Any:
-    return (t.counters(),
+    return (t.counters(), t.untracked(),
             [t.stats(s, now=now) for s in SOURCES],
             t.top(100, by="active", now=now), t.top(100, by="total", now=now),
             t.top(100, by="rate", now=now))
@@ -143,7 +145,7 @@ def test_long_random_workload_agrees(both: tuple[type, type], seed: int) -> None
             assert compiled.accept(source, destination, now=now) == pure.accept(source, destination, now=now)
         if draw < 0.6 or draw >= 0.7:
             assert compiled.close(source, now=now + 0.1) == pure.close(source, now=now + 0.1)
-    assert compiled.evictions > 1_000        # the sampler's choices matter here
+    assert compiled.evictions > 500          # the sampler's choices matter here
     compiled.check_consistency()
     pure.check_consistency()
     assert observe(compiled, now) == observe(pure, now)
@@ -170,7 +172,8 @@ def test_destination_classification_agrees(both: tuple[type, type], destinations
         [t.top(20, by="total", now=1.0) for t in trackers][1]
 
 
-limiter_ops = st.lists(st.tuples(st.integers(0, 5), st.floats(0.0, 2.0, allow_nan=False)), max_size=200)
+limiter_ops = st.lists(st.tuples(st.integers(0, 5), st.one_of(
+    st.floats(0.0, 2.0, allow_nan=False), st.sampled_from([-0.5, -30.0, -1e6, 1e6]))), max_size=200)
 
 
 @settings(max_examples=200, deadline=None)

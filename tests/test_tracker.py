@@ -129,13 +129,16 @@ def test_windowed_counts_slide(make_tracker: Make) -> None:
     assert s.distinct_destinations == 0 and s.distinct_ports == 0
 
 
-def test_time_never_runs_backwards_per_source(make_tracker: Make) -> None:
+def test_time_runs_backwards_per_source_only_as_a_reset(make_tracker: Make) -> None:
     t = make_tracker(window=10.0)
     t.accept("198.51.100.1", now=50.0)
-    t.accept("198.51.100.1", now=20.0)         # out of order in a replayed log
+    t.accept("198.51.100.1", now=45.0)         # out of order in a replayed log: within a window
     s = t.stats("198.51.100.1", now=0.0)
     assert s.first_seen == 50.0 and s.last_seen == 50.0
     assert s.total == 2 and s.rate == pytest.approx(0.2)
+    t.accept("198.51.100.1", now=20.0)         # more than a window back: the clock was reset
+    s = t.stats("198.51.100.1", now=20.0)
+    assert s.last_seen == 20.0 and s.total == 3 and s.rate == pytest.approx(0.1)
 
 
 def test_clock_is_used_when_now_is_omitted(tracker_cls: Any) -> None:

@@ -20,6 +20,9 @@ EVICTION_SAMPLES = 8        #: entries sampled per eviction
 SKETCH_BITS = 64            #: bits in a distinct-hosts or distinct-ports sketch
 COUNT_MAX = 65535           #: per-class window counters saturate here
 MAX_CAPACITY = 2**32 - 1    #: entries one shard can index (positions are 32-bit)
+MAX_ACTIVE = 2**32 - 1      #: open connections one source entry can count
+MAX_TIME = 1e15             #: |now| in seconds (about 32 million years) is at most this
+UNTRACKED_SLOTS = 64        #: netblocks per shard whose untracked opens are remembered
 
 
 # --- hashing ---------------------------------------------------------------------
@@ -141,6 +144,7 @@ class Broken(enum.IntEnum):
     ACTIVE_CONNECTIONS = 4    # active_connections != the entries' open connections
     FLAGGED_SOURCES = 5       # flagged_sources != entries with a pattern raised
     FLAGGED_BY = 6            # flagged_by[bit] != entries with that pattern bit
+    UNTRACKED = 7             # untracked slots in use != slots with open connections
 
     def describe(self) -> str:
         return self.name.lower().replace("_", " ") + " invariant broken"

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import _core
+from . import _core, _core_py
 from ._spec import PATTERN_BITS, VERDICT_CODES, Reason, Take, verdict_parts
 from ._validate import callable_arg
 from .bans import BanManager, Infraction, _BanAPI
 from .events import ACCEPT, CLOSE, Event
 from .ratelimit import RateLimiter, _LimiterAPI
-from .tracker import SourceStats, Tracker, _TrackerAPI
+from .tracker import RefusedCloses, SourceStats, Tracker, _TrackerAPI
 
 if TYPE_CHECKING:
     from ._core_py import GuardTable as _GuardTable
@@ -89,16 +88,19 @@ class _GuardAPI(_GuardBase):
             warnings.warn("limiter=True is deprecated: leave it out (None) for the default "
                           "RateLimiter; limiter=False means none", DeprecationWarning, stacklevel=2)
             limiter = None
-        tracker = Tracker(clock=clock) if tracker is None else tracker
+        # Parts made here run on the Guard's own core.
+        core = _core_py if isinstance(self, _core_py.GuardTable) else _core.core
+        tracker = _core.on_core(Tracker, core)(clock=clock) if tracker is None else tracker
         if bans is None:
-            bans = BanManager(clock=clock, ipv4_prefix=tracker.ipv4_prefix,
-                              ipv6_prefix=tracker.ipv6_prefix, pseudonymizer=pseudonymizer)
+            bans = _core.on_core(BanManager, core)(
+                clock=clock, ipv4_prefix=tracker.ipv4_prefix, ipv6_prefix=tracker.ipv6_prefix,
+                pseudonymizer=pseudonymizer)
         elif pseudonymizer is not None and bans.pseudonymizer is not pseudonymizer:
             raise ValueError("give the pseudonymizer to the BanManager too (BanManager("
                              "pseudonymizer=...)): its ban log lines would show netblocks")
         if limiter is None:
-            limiter = RateLimiter(clock=clock, ipv4_prefix=tracker.ipv4_prefix,
-                                  ipv6_prefix=tracker.ipv6_prefix)
+            limiter = _core.on_core(RateLimiter, core)(
+                clock=clock, ipv4_prefix=tracker.ipv4_prefix, ipv6_prefix=tracker.ipv6_prefix)
         prefixes = (tracker.ipv4_prefix, tracker.ipv6_prefix)
         for name, part in (("bans", bans), ("limiter", limiter or None)):
             if part is not None and (part.ipv4_prefix, part.ipv6_prefix) != prefixes:
@@ -108,10 +110,7 @@ class _GuardAPI(_GuardBase):
         self._limiter = limiter or None
         self._enforce = bool(enforce)
         self._pseudonymizer = pseudonymizer
-        # Accepts the Guard refused as a listener, whose closes must not count:
-        # netblock key -> pending closes. Guarded by _refused_lock; refusals only.
-        self._refused: dict[tuple[int, int], int] = {}
-        self._refused_lock = threading.Lock()
+        self._refused = RefusedCloses()       # accepts refused as a listener
         super().__init__(
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
             verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
@@ -126,12 +125,31 @@ class _GuardAPI(_GuardBase):
         # Called by the core, outside every lock, once per violation window
         # when a source first reaches each level. Reporting each level once
         # keeps every level reachable with the default penalties (2 + 5 < 10)
-        # instead of banning at the 5th violation.
-        self._bans.report(source, _LIMIT_KINDS[Take(level)])
+        # instead of banning at the 5th violation. The accept has been
+        # decided: nothing raised here may reach its caller.
+        try:
+            self._bans.report(source, _LIMIT_KINDS[Take(level)])
+        except Exception as exc:
+            self._callback_failed("reporting a rate limit", exc)
 
     def _flagged(self, source: str, bits: int) -> None:
-        # Called by the core, outside every lock, the first time a source is
-        # flagged with each pattern: the only log line an unbanned source gets.
+        # Called by the core, outside every lock, after the connection was
+        # counted: nothing raised here may reach accept's caller.
+        try:
+            self._log_flagged(source, bits)
+        except Exception as exc:
+            self._callback_failed("logging a flagged source", exc)
+
+    def _callback_failed(self, what: str, exc: Exception) -> None:
+        # With a pseudonymizer, only the exception's type: its message may carry an address.
+        if self._pseudonymizer is None:
+            log.error("connguard: %s failed", what, exc_info=exc)
+        else:
+            log.error("connguard: %s failed: %s", what, type(exc).__name__)
+
+    def _log_flagged(self, source: str, bits: int) -> None:
+        # The first time a source is flagged with each pattern: the only log
+        # line an unbanned source gets.
         stats = self._tracker.stats(source)
         if stats is None:
             return
@@ -153,31 +171,15 @@ class _GuardAPI(_GuardBase):
         try:
             if event.direction == ACCEPT:
                 if not self.accept(event.source, event.destination):
-                    _, hi, lo = self._tracker.source_key(event.source)
-                    with self._refused_lock:
-                        self._refused[(hi, lo)] = self._refused.get((hi, lo), 0) + 1
+                    self._refused.add(self._tracker.source_key(event.source))
                 return
             if event.direction == CLOSE:
-                if self._refused and self._absorb(event.source):
-                    return
-                self.close(event.source)
+                if not self._refused.take(self._tracker, event.source):
+                    self.close(event.source)
                 return
         except (ValueError, TypeError):
             pass
         self._tracker._drop_unattributed()
-
-    def _absorb(self, source: str) -> bool:
-        """Take one pending close of a refused accept for ``source``; False when none."""
-        _, hi, lo = self._tracker.source_key(source)
-        with self._refused_lock:
-            pending = self._refused.get((hi, lo), 0)
-            if not pending:
-                return False
-            if pending == 1:
-                del self._refused[(hi, lo)]
-            else:
-                self._refused[(hi, lo)] = pending - 1
-            return True
 
     def report(self, source: str, kind: str, now: float | None = None) -> Infraction:
         """Record an infraction (see BanManager.report)."""

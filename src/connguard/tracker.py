@@ -105,6 +105,38 @@ def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, .
     return tuple(names), bytes(table)
 
 
+class RefusedCloses:
+    """Closes owed to accepts a listener refused, by netblock: they must not close anything.
+
+    An emitter sends a close for every accept it announced, refused or not;
+    a listener that refused the accept absorbs its close here. Touched only
+    on refusals and on closes while a refusal is owed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owed: dict[tuple[int, int, int], int] = {}     # guarded by _lock
+
+    def add(self, key: tuple[int, int, int]) -> None:
+        with self._lock:
+            self._owed[key] = self._owed.get(key, 0) + 1
+
+    def take(self, table: _SourceTable, source: str) -> bool:
+        """Absorb one owed close of ``source``'s netblock; False when none is owed."""
+        if not self._owed:                   # the common case: nothing refused
+            return False
+        key = table.source_key(source)
+        with self._lock:
+            owed = self._owed.get(key, 0)
+            if not owed:
+                return False
+            if owed == 1:
+                del self._owed[key]
+            else:
+                self._owed[key] = owed - 1
+            return True
+
+
 class _TrackerAPI(NetblockKeyed, _TrackerBase):
     """Everything Tracker adds to a core's SourceTable; shared by both cores.
 
@@ -138,6 +170,7 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
             DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
         self._unattributed = 0
         self._unattributed_lock = threading.Lock()   # guards _unattributed; error path only
+        self._refused = RefusedCloses()
         super().__init__(
             capacity=capacity, shards=shards_arg(shards, capacity), window=self._window,
             concurrent_threshold=threshold, rate_threshold=rate,
@@ -148,16 +181,21 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
     def __call__(self, event: Event) -> None:
         """Take an event as the process-wide listener (see connguard.set_listener).
 
-        An event whose source is empty or not an address, or whose direction
-        is neither ACCEPT nor CLOSE, is counted in ``unattributed`` and dropped:
-        nothing is raised into the emitter.
+        An accept that ``overflow="deny"`` refuses is not counted, and the
+        close event that follows it is absorbed rather than closing another
+        connection of the same netblock. An event whose source is empty or
+        not an address, or whose direction is neither ACCEPT nor CLOSE, is
+        counted in ``unattributed`` and dropped: nothing is raised into the
+        emitter.
         """
         try:
             if event.direction == ACCEPT:
-                self.accept(event.source, event.destination)
+                if not self.accept(event.source, event.destination):
+                    self._refused.add(self.source_key(event.source))
                 return
             if event.direction == CLOSE:
-                self.close(event.source)
+                if not self._refused.take(self, event.source):
+                    self.close(event.source)
                 return
         except (ValueError, TypeError):
             pass

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._spec import MAX_SOURCE_LENGTH
+from .parse import _DIGITS, _bad_source, _check_str, parse_source_text
 from .table import Header, ShardedTable, Table
 
 
@@ -19,9 +21,25 @@ class BanTable(ShardedTable):
         self._setup(capacity, shards, Header, ipv4_prefix, ipv6_prefix, clock, seed)
 
     def is_banned(self, source: str, now: float | None = None) -> bool:
-        """Return True while the source's netblock is banned."""
-        _, hi, lo = self._key(source)
+        """Return True while the source's netblock is banned.
+
+        ``source`` is an address, or netblock text as connguard writes it
+        ("2001:db8::/64"), whose address part is keyed.
+        """
+        _, hi, lo = self._netblock_key(source)
         return ban_active(self, hi, lo, self._now(now))
+
+    def _netblock_key(self, source: str) -> tuple[int, int, int]:
+        _check_str(source, "source")
+        if 0 < len(source) <= MAX_SOURCE_LENGTH and source.isascii():
+            parsed = parse_source_text(source)
+            if parsed is None:
+                address, slash, length = source.partition("/")
+                if slash and 1 <= len(length) <= 3 and _DIGITS.issuperset(length):
+                    parsed = parse_source_text(address)
+            if parsed is not None:
+                return self._mask(*parsed)
+        raise _bad_source(source)
 
     def set_until(self, hi: int, lo: int, until: float) -> bool:
         """Ban a key until ``until``; False when the table had no room."""

@@ -34,6 +34,11 @@ class GuardTable:
         self._verdicts = verdicts
         self._on_limit = on_limit
         self._on_flag = on_flag
+        # Each part answers in its own timebase: a part with a clock of its
+        # own reads it (unless the caller passed now=, taken as every part's
+        # time); parts sharing the tracker's clock share its reading.
+        self._ban_clock = bans is not None and bans._clock is not tracker._clock
+        self._limit_clock = limiter is not None and limiter._clock is not tracker._clock
         self._counts = [0] * VERDICT_CODES     # verdicts returned, by code
         self._counts_lock = threading.Lock()   # guards _counts
 
@@ -50,12 +55,16 @@ class GuardTable:
         d = classify(destination, tracker._port_class)
         t = tracker._now(now)
         reason = Reason.NONE
-        if self._ban_table is not None and ban_active(self._ban_table, hi, lo, t):
+        if self._ban_table is not None and ban_active(
+                self._ban_table, hi, lo,
+                self._ban_table._now(None) if self._ban_clock and now is None else t):
             if self._enforce:
                 return Reason.BANNED + REFUSED
             reason = Reason.BANNED
         if self._buckets is not None:
-            level, violations = limit_take(self._buckets, hi ^ LIMIT_SALT, lo, t)
+            level, violations = limit_take(
+                self._buckets, hi ^ LIMIT_SALT, lo,
+                self._buckets._now(None) if self._limit_clock and now is None else t)
             # The limiter keys addresses by netblock too: limiter.allow(source) spends this bucket.
             if level != Take.ALLOWED:
                 cfg = self._buckets._cfg
@@ -68,7 +77,7 @@ class GuardTable:
                 if reason == Reason.NONE:
                     reason = Reason.LIMIT
         counted = tracker_accept(tracker, hi, lo, d, t)
-        if counted == 0 and tracker._deny:
+        if counted == 0 and tracker._cfg.deny:
             return (reason or Reason.OVERFLOW) + REFUSED
         if counted >> 8 and self._on_flag is not None:
             self._on_flag(source, counted >> 8)

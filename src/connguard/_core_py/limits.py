@@ -47,6 +47,12 @@ def bucket_take(self: Table, hi: int, lo: int, now: float, cfg: LimitConfig) -> 
         tokens = b.tokens + (now - b.stamp) * cfg.rate
         b.tokens = cfg.burst if tokens > cfg.burst else tokens
         b.stamp = now
+    elif b.stamp - now > cfg.burst / cfg.rate:
+        # The clock went back further than a full refill takes: it was reset
+        # (or an earlier time was far in the future). Refill from now on.
+        b.stamp = now
+        if b.last_violation > now:
+            b.last_violation = now
     if b.tokens >= 1.0:
         b.tokens -= 1.0
         return Take.ALLOWED, 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import sys
 from collections.abc import Callable
 
-from .._spec import COUNT_MAX, MAX_CLASSES, Pattern, RawStats, TopBy
+from .._spec import COUNT_MAX, MAX_ACTIVE, MAX_CLASSES, Pattern, RawStats, TopBy
 from .destinations import classify
 from .table import Header, ShardedTable, Table, table_flags_changed
 
@@ -62,12 +63,36 @@ def accept_rate(e: Entry, now: float, window: float) -> float:
 
 
 class Config:
-    __slots__ = ("window", "rate_threshold", "concurrent_threshold")
+    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "deny")
 
-    def __init__(self, window: float, rate_threshold: float, concurrent_threshold: int) -> None:
+    def __init__(self, window: float, rate_threshold: float, concurrent_threshold: int,
+                 deny: bool) -> None:
         self.window = window
         self.rate_threshold = rate_threshold
         self.concurrent_threshold = concurrent_threshold
+        self.deny = deny              # no room: refuse (else count open, untracked)
+
+
+def advance(e: Entry, now: float, window: float) -> float:
+    """Move e to ``now``; return the time its update counts at.
+
+    Time never runs back for a source: a step back of up to one window
+    (events out of order) counts at the source's last-seen time. A longer
+    step back means the clock was reset, or an earlier timestamp was far in
+    the future: the source's window starts again at ``now``, so one bad
+    timestamp cannot freeze it.
+    """
+    if now < e.stamp:
+        if e.stamp - now <= window:
+            return e.stamp
+        e.cls_prev = [0] * MAX_CLASSES
+        e.cls_cur = [0] * MAX_CLASSES
+        e.hosts_cur = e.hosts_prev = e.ports_cur = e.ports_prev = 0
+        e.stamp = now
+        return now
+    roll(e, now, window)
+    e.stamp = now
+    return now
 
 
 def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
@@ -78,12 +103,16 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
     if e is None:
         e = self.insert(hi, lo, now)
         if e is None:
+            if not cfg.deny:
+                self.open_untracked(hi, lo)
             return 0
+    elif e.active == MAX_ACTIVE:                 # saturated: counted open, untracked
+        self.overflows += 1
+        if not cfg.deny:
+            self.open_untracked(hi, lo)
+        return 0
     else:
-        if now < e.stamp:
-            now = e.stamp
-        roll(e, now, cfg.window)
-        e.stamp = now
+        now = advance(e, now, cfg.window)
     before = e.patterns
     e.active += 1
     if e.active == 1:
@@ -106,14 +135,16 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
 
 
 def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
-    """Count one closed connection; an unknown or idle source is a no-op."""
+    """Count one closed connection; an unknown or idle source is a no-op.
+
+    A connection that was counted open untracked is closed first.
+    """
+    if self.untracked and self.close_untracked(hi, lo):
+        return True
     e = self.find(hi, lo)
     if e is None or e.active == 0:
         return False
-    if now < e.stamp:
-        now = e.stamp
-    roll(e, now, cfg.window)
-    e.stamp = now
+    now = advance(e, now, cfg.window)
     before = e.patterns
     e.active -= 1
     self.active_connections -= 1
@@ -159,8 +190,8 @@ class SourceTable(ShardedTable):
             raise ValueError("port_classes must map all 65536 ports to a class id")
         self._setup(capacity, shards, Entry, ipv4_prefix, ipv6_prefix, clock, seed)
         self._port_class = bytes(port_classes)
-        self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold))
-        self._deny = bool(deny)
+        self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold),
+                           bool(deny))
 
     def accept(self, source: str, destination: str | None = "",
                now: float | None = None) -> bool:
@@ -168,7 +199,7 @@ class SourceTable(ShardedTable):
         _, hi, lo = self._key(source)
         d = classify(destination, self._port_class)
         result = tracker_accept(self, hi, lo, d, self._now(now))
-        return result != 0 or not self._deny
+        return result != 0 or not self._cfg.deny
 
     def close(self, source: str, now: float | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
@@ -186,9 +217,11 @@ class SourceTable(ShardedTable):
         """Return the raw counters of the n highest-ranked sources."""
         t = self._now(now)
         window = self._cfg.window
+        # The n best by (score desc, key): n entries held, never the whole table.
         ranked: list[tuple[float, int, int]] = []
         for i, table in enumerate(self._tables):
             with self._lock_of(i):
+                shard: list[tuple[float, int, int]] = []
                 for e in table.entries:
                     if by == TopBy.FLAGGED and not e.patterns:
                         continue
@@ -201,10 +234,10 @@ class SourceTable(ShardedTable):
                         at = t if t > c.stamp else c.stamp
                         roll(c, at, window)
                         score = accept_rate(c, at, window)
-                    ranked.append((-score, e.key_hi, e.key_lo))
-        ranked.sort()
+                    shard.append((-score, e.key_hi, e.key_lo))
+            ranked = heapq.nsmallest(n, ranked + heapq.nsmallest(n, shard))
         result = []
-        for _, hi, lo in ranked[:max(n, 0)]:
+        for _, hi, lo in ranked:
             raw = self.stats_raw(hi, lo, t)
             if raw is not None:
                 result.append(raw)

@@ -7,13 +7,20 @@ calls user code or raises on valid input.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._spec import EVICTION_SAMPLES, PATTERN_BITS, V4_TAG, XORSHIFT_STAR, Broken
+from .._spec import (
+    EVICTION_SAMPLES,
+    MAX_TIME,
+    PATTERN_BITS,
+    UNTRACKED_SLOTS,
+    V4_TAG,
+    XORSHIFT_STAR,
+    Broken,
+)
 from .parse import _M64, _check_str, default_clock, fmix64, key_hash, source_key
 
 
@@ -68,6 +75,11 @@ class Table:
         self.flagged_by = [0] * 8            # entries with each Pattern bit set
         self.evictions = 0
         self.overflows = 0
+        # Connections counted open but untracked (no room for their source),
+        # by netblock, for at most UNTRACKED_SLOTS netblocks: their closes are
+        # absorbed here instead of closing a tracked connection.
+        self.untracked: dict[tuple[int, int], int] = {}
+        self.untracked_lost = 0              # untracked opens that found no slot
 
     def next_random(self) -> int:
         x = self.rng
@@ -134,6 +146,27 @@ class Table:
         e = self.find(hi, lo)
         return None if e is None else e.copy()
 
+    def open_untracked(self, hi: int, lo: int) -> None:
+        """Remember a connection counted open without an entry (see ``untracked``)."""
+        count = self.untracked.get((hi, lo))
+        if count is not None:
+            self.untracked[(hi, lo)] = count + 1
+        elif len(self.untracked) < UNTRACKED_SLOTS:
+            self.untracked[(hi, lo)] = 1
+        else:
+            self.untracked_lost += 1
+
+    def close_untracked(self, hi: int, lo: int) -> bool:
+        """Absorb the close of an untracked connection; False when the key has none."""
+        count = self.untracked.get((hi, lo))
+        if count is None:
+            return False
+        if count == 1:
+            del self.untracked[(hi, lo)]
+        else:
+            self.untracked[(hi, lo)] = count - 1
+        return True
+
 
 def table_flags_changed(self: Table, before: int, after: int) -> None:
     """Keep flagged_sources and flagged_by in step with one entry's pattern bits."""
@@ -161,6 +194,8 @@ def table_check(self: Table) -> int:
     for bit in range(8):
         if self.flagged_by[bit] != sum(1 for e in self.entries if e.patterns & (1 << bit)):
             return Broken.FLAGGED_BY
+    if len(self.untracked) > UNTRACKED_SLOTS or any(c <= 0 for c in self.untracked.values()):
+        return Broken.UNTRACKED
     return Broken.NONE
 
 
@@ -217,8 +252,9 @@ class ShardedTable:
                 return default_clock()
             now = self._clock()
         t = _as_seconds(now)
-        if not math.isfinite(t):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        if not -MAX_TIME <= t <= MAX_TIME:           # also false for nan
+            raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
+                             f"got {now!r}")
         return t
 
     def _lock_of(self, i: int) -> threading.Lock:
@@ -262,6 +298,16 @@ class ShardedTable:
                 values = t.flagged_by[:len(PATTERN_BITS)]
             sums = [a + b for a, b in zip(sums, values, strict=True)]
         return tuple(sums)
+
+    def untracked(self) -> tuple[int, int]:
+        """Return (connections open untracked, untracked opens whose close cannot be
+        told apart), summed over the shards."""
+        open_, lost = 0, 0
+        for i, t in enumerate(self._tables):
+            with self._lock_of(i):
+                open_ += sum(t.untracked.values())
+                lost += t.untracked_lost
+        return open_, lost
 
     def check_consistency(self) -> None:
         """Raise AssertionError naming the first broken invariant of any shard.

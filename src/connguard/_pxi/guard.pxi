@@ -18,6 +18,11 @@ cdef class GuardTable:
     cdef object _on_limit         # called (source, level) when a source first reaches a level
     cdef object _on_flag          # called (source, bits) when patterns are first raised
     cdef int64_t _counts[VERDICT_CODES]   # verdicts returned, by code; bumped with CG_COUNT
+    # Each part answers in its own timebase: a part with a clock of its own
+    # reads it (unless the caller passed now=, taken as every part's time);
+    # parts sharing the tracker's clock share its reading.
+    cdef bint _ban_clock
+    cdef bint _limit_clock
 
     def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
                  bint enforce, tuple verdicts not None, object on_limit, object on_flag):
@@ -30,6 +35,8 @@ cdef class GuardTable:
         self._verdicts = verdicts
         self._on_limit = on_limit
         self._on_flag = on_flag
+        self._ban_clock = bans is not None and bans._clock is not tracker._clock
+        self._limit_clock = limiter is not None and limiter._clock is not tracker._clock
 
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
@@ -47,12 +54,16 @@ cdef class GuardTable:
         tracker._key(source, &hi, &lo)
         classify(destination, tracker._port_class, &d)
         cdef double t = tracker._now(now)
-        if self._ban_table is not None and ban_active(self._ban_table, hi, lo, t):
+        if self._ban_table is not None and ban_active(
+                self._ban_table, hi, lo,
+                self._ban_table._now(None) if self._ban_clock and now is None else t):
             if self._enforce:
                 return REASON_BANNED + VERDICT_REFUSED
             reason = REASON_BANNED
         if self._buckets is not None:
-            level = limit_take(self._buckets, hi ^ _LIMIT_SALT, lo, t, &violations)
+            level = limit_take(
+                self._buckets, hi ^ _LIMIT_SALT, lo,
+                self._buckets._now(None) if self._limit_clock and now is None else t, &violations)
             if level != TAKE_ALLOWED:
                 if self._on_limit is not None and (
                         (level == TAKE_VIOLATION and violations == self._buckets._cfg.warn_after + 1)
@@ -63,7 +74,7 @@ cdef class GuardTable:
                 if reason == REASON_NONE:
                     reason = REASON_LIMIT
         counted = tracker_accept(tracker, hi, lo, &d, t)
-        if counted == 0 and tracker._deny:
+        if counted == 0 and tracker._cfg.deny:
             return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
         if counted >> 8 and self._on_flag is not None:
             self._on_flag(source, counted >> 8)      # no lock is held here

@@ -30,10 +30,16 @@ cdef int bucket_take(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double n
         if b == NULL:                            # out of memory: allow, counted as overflow
             return TAKE_ALLOWED
         b.tokens = cfg.burst
-    elif now > b.hdr.stamp:                  # time never runs back per key
+    elif now > b.hdr.stamp:
         tokens = b.tokens + (now - b.hdr.stamp) * cfg.rate
         b.tokens = cfg.burst if tokens > cfg.burst else tokens
         b.hdr.stamp = now
+    elif b.hdr.stamp - now > cfg.burst / cfg.rate:
+        # The clock went back further than a full refill takes: it was reset
+        # (or an earlier time was far in the future). Refill from now on.
+        b.hdr.stamp = now
+        if b.last_violation > now:
+            b.last_violation = now
     if b.tokens >= 1.0:
         b.tokens -= 1.0
         return TAKE_ALLOWED
@@ -76,7 +82,7 @@ cdef class BucketTable(ShardedTable):
         if 0 < n <= _MAX_SOURCE and PyUnicode_IS_ASCII(key):
             family = parse_source_bytes(<const uint8_t*>PyUnicode_DATA(key), n, hi, lo)
             if family:
-                self._mask(family, hi, lo)
+                netblock_mask(self, family, hi, lo)
                 hi[0] ^= _LIMIT_SALT
                 return 0
         # Two independent 64-bit hashes: a 128-bit key, so distinct keys

@@ -19,6 +19,7 @@ cdef struct Config:
     double window
     double rate_threshold     # accepts per second; +inf is off
     uint32_t concurrent_threshold
+    bint deny                 # no room: refuse (else count open, untracked)
 
 
 cdef inline double fast_floor(double x) noexcept nogil:
@@ -55,6 +56,28 @@ cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
     e.ports_cur = 0
 
 
+cdef inline double advance(Entry* e, double now, double window) noexcept nogil:
+    """Move e to ``now``; return the time its update counts at.
+
+    Time never runs back for a source: a step back of up to one window
+    (events out of order) counts at the source's last-seen time. A longer
+    step back means the clock was reset, or an earlier timestamp was far in
+    the future: the source's window starts again at ``now``, so one bad
+    timestamp cannot freeze it.
+    """
+    if now < e.hdr.stamp:
+        if e.hdr.stamp - now <= window:
+            return e.hdr.stamp
+        memset(e.cls_prev, 0, sizeof(e.cls_prev))
+        memset(e.cls_cur, 0, sizeof(e.cls_cur))
+        e.hosts_cur = e.hosts_prev = e.ports_cur = e.ports_prev = 0
+        e.hdr.stamp = now
+        return now
+    roll(e, now, window)
+    e.hdr.stamp = now
+    return now
+
+
 cdef inline double window_weight(double now, double window) noexcept nogil:
     """Weight of the previous bucket: the share of it still inside the window."""
     return 1.0 - (now / window - fast_floor(now / window))
@@ -79,13 +102,17 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     if e == NULL:
         e = <Entry*>table_insert(self, hi, lo, h, now, seed)
         if e == NULL:
+            if not cfg.deny:
+                table_open_untracked(self, hi, lo)
             return 0
         e.first_seen = now
+    elif e.hdr.active == _MAX_ACTIVE:            # saturated: counted open, untracked
+        self.overflows += 1
+        if not cfg.deny:
+            table_open_untracked(self, hi, lo)
+        return 0
     else:
-        if now < e.hdr.stamp:                # time never runs back per source
-            now = e.hdr.stamp
-        roll(e, now, cfg.window)
-        e.hdr.stamp = now
+        now = advance(e, now, cfg.window)
     before = e.hdr.patterns
     e.hdr.active += 1
     if e.hdr.active == 1:
@@ -108,15 +135,18 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
 
 cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
                       const Config* cfg) noexcept nogil:
-    """Count one closed connection; an unknown or idle source is a no-op."""
-    cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
+    """Count one closed connection; an unknown or idle source is a no-op.
+
+    A connection that was counted open untracked is closed first.
+    """
+    cdef Entry* e
     cdef uint8_t before
+    if self.untracked_n and table_close_untracked(self, hi, lo):
+        return True
+    e = <Entry*>table_find(self, hi, lo, h)
     if e == NULL or e.hdr.active == 0:
         return False
-    if now < e.hdr.stamp:
-        now = e.hdr.stamp
-    roll(e, now, cfg.window)
-    e.hdr.stamp = now
+    now = advance(e, now, cfg.window)
     before = e.hdr.patterns
     e.hdr.active -= 1
     self.active_connections -= 1
@@ -180,29 +210,66 @@ cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, De
     return result
 
 
-cdef Py_ssize_t _rank_table(Table* s, Ranked* out, Py_ssize_t filled, int by,
+cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_t n, int by,
                             double now, double window) noexcept nogil:
+    """Keep the n best-ranked entries seen so far in ``heap`` (filled of them); return filled."""
     cdef uint32_t j
     cdef Entry e
     cdef Entry* entry
     cdef double t
+    cdef Ranked r
     for j in range(s.n):
         entry = <Entry*>table_at(s, j)
         if by == TOP_FLAGGED and entry.hdr.patterns == 0:
             continue
-        out[filled].key_hi = entry.hdr.key_hi
-        out[filled].key_lo = entry.hdr.key_lo
+        r.key_hi = entry.hdr.key_hi
+        r.key_lo = entry.hdr.key_lo
         if by == TOP_ACTIVE:
-            out[filled].score = entry.hdr.active
+            r.score = entry.hdr.active
         elif by == TOP_TOTAL:
-            out[filled].score = <double>entry.total
+            r.score = <double>entry.total
         else:
             e = entry[0]                         # a copy: ranking never mutates
             t = now if now > e.hdr.stamp else e.hdr.stamp
             roll(&e, t, window)
-            out[filled].score = accept_rate(&e, t, window)
-        filled += 1
+            r.score = accept_rate(&e, t, window)
+        if filled < n:
+            _heap_push(heap, filled, &r)
+            filled += 1
+        elif _compare_ranked(&r, &heap[0]) < 0:
+            _heap_replace_top(heap, filled, &r)
     return filled
+
+
+# A heap of the best-ranked entries kept so far: heap[0] is the one ranking
+# last, and every parent ranks after its children (_compare_ranked > 0), so a
+# newcomer only has to beat heap[0] to be kept. Ranks are a total order (keys
+# are unique), so the n kept are exactly the first n of a full sort.
+
+cdef void _heap_push(Ranked* heap, Py_ssize_t filled, Ranked* r) noexcept nogil:
+    cdef Py_ssize_t i = filled, parent
+    while i > 0:
+        parent = (i - 1) >> 1
+        if _compare_ranked(r, &heap[parent]) <= 0:
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = r[0]
+
+
+cdef void _heap_replace_top(Ranked* heap, Py_ssize_t filled, Ranked* r) noexcept nogil:
+    cdef Py_ssize_t i = 0, child
+    while True:
+        child = 2 * i + 1
+        if child >= filled:
+            break
+        if child + 1 < filled and _compare_ranked(&heap[child + 1], &heap[child]) > 0:
+            child += 1
+        if _compare_ranked(&heap[child], r) <= 0:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = r[0]
 
 
 cdef object _raw(Entry* e, double now, double window):
@@ -230,7 +297,6 @@ cdef class SourceTable(ShardedTable):
 
     # Written once in __init__, read-only afterwards.
     cdef Config _cfg
-    cdef bint _deny
     cdef uint8_t* _port_class
 
     def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
@@ -247,7 +313,7 @@ cdef class SourceTable(ShardedTable):
         self._cfg.window = window
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
-        self._deny = deny
+        self._cfg.deny = deny
 
     def __dealloc__(self):
         free(self._port_class)
@@ -264,7 +330,7 @@ cdef class SourceTable(ShardedTable):
         classify(destination, self._port_class, &d)
         cdef double t = self._now(now)
         result = tracker_accept(self, hi, lo, &d, t)
-        return result != 0 or not self._deny
+        return result != 0 or not self._cfg.deny
 
     @cython.binding(False)
     def close(self, source, now=None):
@@ -281,13 +347,17 @@ cdef class SourceTable(ShardedTable):
         """Return the raw counters of the n highest-ranked sources."""
         cdef double t = self._now(now)
         cdef Py_ssize_t filled = 0, i
-        cdef Ranked* ranked = <Ranked*>malloc(max(self.capacity, 1) * sizeof(Ranked))
+        cdef Ranked* ranked
+        n = min(n, self.counters()[2])           # room for the entries there are, no more
+        if n <= 0:
+            return []
+        ranked = <Ranked*>malloc(n * sizeof(Ranked))
         if ranked == NULL:
             raise MemoryError()
         try:
             for i in range(self._shard_mask + 1):
                 shard_lock(self, i)
-                filled = _rank_table(&self._tables[i], ranked, filled, by, t, self._cfg.window)
+                filled = _rank_table(&self._tables[i], ranked, filled, n, by, t, self._cfg.window)
                 shard_unlock(self, i)
             qsort(ranked, filled, sizeof(Ranked), _compare_ranked)
             result = []

@@ -11,6 +11,7 @@ cdef enum:
     _MAX_SOURCE = 100          # longer text cannot be an address; rejected unread
     _COUNT_MAX = 65535         # per-class counters saturate here
     _SKETCH_BITS = 64
+    _UNTRACKED_SLOTS = 64      # netblocks per shard whose untracked opens are remembered
 
 cdef enum:                     # _spec.Pattern
     _FLOOD = 1
@@ -44,6 +45,7 @@ cdef enum:                     # _spec.Broken
     BROKEN_ACTIVE_CONNECTIONS = 4
     BROKEN_FLAGGED_SOURCES = 5
     BROKEN_FLAGGED_BY = 6
+    BROKEN_UNTRACKED = 7
 
 # Hash constants read from memory anyway: taken from _spec itself.
 cdef uint64_t _GOLDEN = _spec.GOLDEN
@@ -51,6 +53,8 @@ cdef uint64_t _V4_TAG = _spec.V4_TAG
 cdef uint64_t _PORT_SALT = _spec.PORT_SALT
 cdef uint64_t _FNV_OFFSET = _spec.FNV_OFFSET
 cdef uint64_t _LIMIT_SALT = _spec.LIMIT_SALT
+cdef double _MAX_TIME = _spec.MAX_TIME            # |now| is at most this
+cdef uint32_t _MAX_ACTIVE = _spec.MAX_ACTIVE      # open connections one entry can count
 # Multipliers stay literals, so they fold into the multiply instructions.
 cdef extern from *:
     """
@@ -73,6 +77,8 @@ def _check_spec():
         ("MAX_SOURCE_LENGTH", _MAX_SOURCE, _spec.MAX_SOURCE_LENGTH),
         ("COUNT_MAX", _COUNT_MAX, _spec.COUNT_MAX),
         ("SKETCH_BITS", _SKETCH_BITS, _spec.SKETCH_BITS),
+        ("UNTRACKED_SLOTS", _UNTRACKED_SLOTS, _spec.UNTRACKED_SLOTS),
+        ("MAX_ACTIVE", 0xFFFFFFFF, _spec.MAX_ACTIVE),
         ("Pattern.CONN_FLOOD", _FLOOD, _spec.Pattern.CONN_FLOOD),
         ("Pattern.CONN_RATE", _RATE, _spec.Pattern.CONN_RATE),
         ("REFUSED", VERDICT_REFUSED, _spec.REFUSED),
@@ -89,7 +95,7 @@ def _check_spec():
         (REASON_NONE, REASON_BANNED, REASON_OVERFLOW, REASON_LIMIT), _spec.Reason, strict=True)]
     pairs += [(f"Broken.{m.name}", c, m) for c, m in zip(
         (BROKEN_NONE, BROKEN_OVER_CAPACITY, BROKEN_INDEX, BROKEN_ACTIVE_SOURCES,
-         BROKEN_ACTIVE_CONNECTIONS, BROKEN_FLAGGED_SOURCES, BROKEN_FLAGGED_BY),
+         BROKEN_ACTIVE_CONNECTIONS, BROKEN_FLAGGED_SOURCES, BROKEN_FLAGGED_BY, BROKEN_UNTRACKED),
         _spec.Broken, strict=True)]
     wrong = [f"{name}: C {c} != _spec {int(py)}" for name, c, py in pairs if c != py]
     if wrong:

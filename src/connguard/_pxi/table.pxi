@@ -32,6 +32,18 @@ cdef struct Table:
     uint32_t flagged_by[8]    # entries with each Pattern bit set
     uint64_t evictions
     uint64_t overflows
+    # Connections counted open but untracked (no room for their source), by
+    # netblock, for at most _UNTRACKED_SLOTS netblocks (allocated on first
+    # use): their closes are absorbed here instead of closing a tracked one.
+    Untracked* untracked
+    uint32_t untracked_n      # slots in use
+    uint64_t untracked_lost   # untracked opens that found no slot
+
+
+cdef struct Untracked:
+    uint64_t key_hi
+    uint64_t key_lo
+    uint64_t count            # 0: the slot is free
 
 
 @cython.final
@@ -224,6 +236,43 @@ cdef bint table_delete(Table* self, uint64_t hi, uint64_t lo, uint64_t h, uint64
     return True
 
 
+cdef void table_open_untracked(Table* self, uint64_t hi, uint64_t lo) noexcept nogil:
+    """Remember a connection counted open without an entry (see Table.untracked)."""
+    cdef int i, free_slot = -1
+    if self.untracked == NULL:
+        self.untracked = <Untracked*>calloc(_UNTRACKED_SLOTS, sizeof(Untracked))
+        if self.untracked == NULL:
+            self.untracked_lost += 1
+            return
+    for i in range(_UNTRACKED_SLOTS):
+        if self.untracked[i].count == 0:
+            if free_slot < 0:
+                free_slot = i
+        elif self.untracked[i].key_hi == hi and self.untracked[i].key_lo == lo:
+            self.untracked[i].count += 1
+            return
+    if free_slot < 0:
+        self.untracked_lost += 1
+        return
+    self.untracked[free_slot].key_hi = hi
+    self.untracked[free_slot].key_lo = lo
+    self.untracked[free_slot].count = 1
+    self.untracked_n += 1
+
+
+cdef bint table_close_untracked(Table* self, uint64_t hi, uint64_t lo) noexcept nogil:
+    """Absorb the close of an untracked connection; False when the key has none."""
+    cdef int i
+    for i in range(_UNTRACKED_SLOTS):
+        if (self.untracked[i].count and self.untracked[i].key_hi == hi
+                and self.untracked[i].key_lo == lo):
+            self.untracked[i].count -= 1
+            if self.untracked[i].count == 0:
+                self.untracked_n -= 1
+            return True
+    return False
+
+
 cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
     """Return BROKEN_NONE when one shard's invariants hold, else the first broken one.
 
@@ -270,6 +319,12 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
     for bit in range(8):
         if by_bit[bit] != self.flagged_by[bit]:
             return BROKEN_FLAGGED_BY
+    used = 0
+    if self.untracked != NULL:
+        for slot in range(_UNTRACKED_SLOTS):
+            used += self.untracked[slot].count != 0
+    if used != self.untracked_n:
+        return BROKEN_UNTRACKED
     return BROKEN_NONE
 
 
@@ -346,6 +401,7 @@ cdef class ShardedTable:
             for i in range(self._shard_mask + 1):
                 free(self._tables[i].entries)
                 free(self._tables[i].index)
+                free(self._tables[i].untracked)
             free(self._tables)
 
     cdef inline double _now(self, object now) except? -1.0:
@@ -355,21 +411,13 @@ cdef class ShardedTable:
                 return cg_monotonic()
             now = self._clock()
         t = now
-        if not isfinite(t):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        if not -_MAX_TIME <= t <= _MAX_TIME:            # also false for nan
+            raise ValueError(f"now must be a finite number of seconds within +-{_MAX_TIME:g}, "
+                             f"got {now!r}")
         return t
 
     cdef inline int _key(self, object source, uint64_t* hi, uint64_t* lo) except 0:
-        return self._mask(source_key(source, hi, lo), hi, lo)
-
-    cdef inline int _mask(self, int family, uint64_t* hi, uint64_t* lo) noexcept:
-        """Mask a parsed address to its netblock; return the family."""
-        if family == 4:
-            lo[0] = _V4_TAG | (lo[0] & self._mask_v4)
-        else:
-            hi[0] &= self._mask_hi
-            lo[0] &= self._mask_lo
-        return family
+        return netblock_mask(self, source_key(source, hi, lo), hi, lo)
 
     def source_key(self, source):
         """Return ``(family, hi, lo)``: the masked netblock key of a source."""
@@ -411,6 +459,21 @@ cdef class ShardedTable:
                 sums[bit] += self._tables[i].flagged_by[bit]
             shard_unlock(self, i)
         return tuple([sums[bit] for bit in range(len(_spec.PATTERNS))])
+
+    def untracked(self):
+        """Return (connections open untracked, untracked opens whose close cannot be
+        told apart), summed over the shards."""
+        cdef uint64_t open_count = 0, lost = 0
+        cdef Py_ssize_t i
+        cdef int slot
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            if self._tables[i].untracked != NULL:
+                for slot in range(_UNTRACKED_SLOTS):
+                    open_count += self._tables[i].untracked[slot].count
+            lost += self._tables[i].untracked_lost
+            shard_unlock(self, i)
+        return open_count, lost
 
     def check_consistency(self):
         """Raise AssertionError naming the first broken invariant of any shard.
@@ -469,3 +532,13 @@ cdef inline void shard_unlock(ShardedTable table, Py_ssize_t i) noexcept:
     """Release shard ``i``'s lock, taken by shard_lock."""
     if CG_SHARD_LOCKS:
         (<Shard>PyTuple_GET_ITEM(table._shards, i)).lock.release()
+
+
+cdef inline int netblock_mask(ShardedTable table, int family, uint64_t* hi, uint64_t* lo) noexcept:
+    """Mask a parsed address to ``table``'s netblock; return the family."""
+    if family == 4:
+        lo[0] = _V4_TAG | (lo[0] & table._mask_v4)
+    else:
+        hi[0] &= table._mask_hi
+        lo[0] &= table._mask_lo
+    return family
