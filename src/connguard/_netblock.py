@@ -17,8 +17,9 @@ def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
     full-length prefix is written as the bare address.
     """
     if hi == 0 and lo >> 32 == V4_TAG >> 32:
-        v4 = ipaddress.IPv4Address(lo & 0xFFFFFFFF)
-        return str(v4) if ipv4_prefix == 32 else f"{v4}/{ipv4_prefix}"
+        # Dotted decimal by hand: the same text as ipaddress, several times faster.
+        v4 = f"{(lo >> 24) & 255}.{(lo >> 16) & 255}.{(lo >> 8) & 255}.{lo & 255}"
+        return v4 if ipv4_prefix == 32 else f"{v4}/{ipv4_prefix}"
     v6 = ipaddress.IPv6Address((hi << 64) | lo)
     return str(v6) if ipv6_prefix == 128 else f"{v6}/{ipv6_prefix}"
 

@@ -16,9 +16,11 @@ and log lines run after it is released.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
+import operator
 import os
 import threading
 import time
@@ -32,7 +34,17 @@ from .._spec import MAX_CAPACITY
 from .._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .policy import BanPolicy
 from .records import Key, Record, Records
-from .wire import Ban, Incoming, Infraction, check_node_id, read_infraction, snapshot_items, snapshot_of
+from .wire import (
+    MAX_ID_LENGTH,
+    MAX_NODE_LENGTH,
+    Ban,
+    Incoming,
+    Infraction,
+    check_node_id,
+    read_infraction,
+    snapshot_items,
+    snapshot_of,
+)
 
 if TYPE_CHECKING:
     from .._core_py import BanTable as _BanTable
@@ -138,7 +150,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         ValueError naming the field, and changes nothing.
         """
         t = self._local(now)
-        key, clamped = self._clamp(read_infraction(infraction), t + self._offset, {})
+        key, clamped = self._clamp(read_infraction(infraction), t + self._offset)
         if clamped is None:
             return False
         if self._policy.allowed(clamped.source):
@@ -167,16 +179,61 @@ class _BanAPI(NetblockKeyed, _BanBase):
         """
         items = snapshot_items(snapshot)
         t = self._local(now)
+        # A snapshot can hold millions of infractions: every one becomes a
+        # long-lived object, and each full collection of the cycle collector
+        # would walk them all again. Nothing made here forms a cycle, so the
+        # collector pauses until the restore is done (if it was running).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._restore(items, t)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _restore(self, items: list[Any], t: float) -> int:
         wall = t + self._offset
+        # What _clamp does for one infraction, for many at once: snapshots
+        # hold up to millions, so the per-infraction work here is kept to
+        # the checks, one dict lookup per source and building the tuple.
         groups: dict[Key, list[Infraction]] = {}
-        texts: dict[Key, str] = {}
+        keyed: dict[str, tuple[Key, str]] = {}            # source text -> key, netblock text
+        kinds = dict(self._policy.kinds)
+        build = tuple.__new__
         for n, item in enumerate(items):
             try:
-                key, clamped = self._clamp(read_infraction(item), wall, texts)
+                # read_infraction's checks, inline for the usual entry (a
+                # mapping of well-formed fields); anything else takes the
+                # full path, which says what is wrong. Unknown kinds and bad
+                # sources fail below; only these lengths need checking here.
+                try:
+                    ident, source, kind, created, node = _FIELDS(item)
+                except (KeyError, TypeError):
+                    ident, source, kind, created, node = read_infraction(item)
+                if not (str is type(ident) is type(source) is type(kind) is type(node)
+                        and 0 < len(ident) <= MAX_ID_LENGTH and 0 < len(node) <= MAX_NODE_LENGTH
+                        and type(created) is float and -math.inf < created < math.inf):
+                    ident, source, kind, created, node = read_infraction(item)
+                policy = kinds.get(kind) or self._policy.penalty_of(kind)
+                known = keyed.get(source)
+                if known is None:
+                    key = self._key_of(source)
+                    known = keyed[source] = (key, self._text(key))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"snapshot infraction {n}: {exc}") from None
-            if clamped is not None:
-                groups.setdefault(key, []).append(clamped)
+            penalty, lifetime = policy
+            if created > wall:                            # from the future: counts as now
+                created = wall
+            if created + lifetime <= wall:
+                continue
+            key, text = known
+            infraction = build(Infraction, (ident, text, kind, penalty, created, created + lifetime,
+                                            node))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [infraction]
+            else:
+                group.append(infraction)
         added = 0
         for key, infractions in groups.items():
             if self._policy.allowed(infractions[0].source):
@@ -186,7 +243,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
             with self._lock:
                 events, count = self._add(key, infractions, t)
             added += count
-            self._fire(events)
+            if events:
+                self._fire(events)
         return added
 
     # --- bans ------------------------------------------------------------------
@@ -264,22 +322,19 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     # --- internals (called with _lock held unless noted) -------------------------
 
-    def _clamp(self, incoming: Incoming, wall: float,
-               texts: dict[Key, str]) -> tuple[Key, Infraction | None]:
+    def _clamp(self, incoming: Incoming, wall: float) -> tuple[Key, Infraction | None]:
         """Key an incoming infraction and rebuild it under local policy (no lock needed).
 
         None for the infraction when it has already expired here.
         """
-        penalty, lifetime = self._policy.penalty_of(incoming.kind)
-        key = self._key_of(incoming.source)
-        created = min(incoming.created, wall)
+        ident, source, kind, created, node = incoming
+        penalty, lifetime = self._policy.penalty_of(kind)
+        key = self._key_of(source)
+        created = min(created, wall)
         if created + lifetime <= wall:
             return key, None
-        text = texts.get(key)
-        if text is None:
-            text = texts[key] = self._text(key)
-        return key, Infraction(id=incoming.id, source=text, kind=incoming.kind, penalty=penalty,
-                               created=created, expires=created + lifetime, node=incoming.node)
+        return key, Infraction(ident, self._text(key), kind, penalty, created, created + lifetime,
+                               node)
 
     def _add(self, key: Key, infractions: list[Infraction], t: float) -> tuple[Events, int]:
         """Add new infractions to one netblock's record; ban it if they reach the score.
@@ -287,20 +342,25 @@ class _BanAPI(NetblockKeyed, _BanBase):
         Return the callbacks to run and how many infractions were new.
         """
         wall = t + self._offset
-        fresh = [i for i in infractions if not self._records.known(i.id, wall)]
+        records = self._records
+        held = records.ids
+        fresh = [i for i in infractions if i.id not in held]
+        if records.remembering:
+            fresh = [i for i in fresh if not records.known(i.id, wall)]
         if not fresh:
             return [], 0
-        record, events = self._record(key, t)
+        record, events = self._record(key, t, fresh[0].source)
         events += self._refresh(record, t)
-        records = self._records
-        for infraction in fresh:
-            records.ids[infraction.id] = key
-            record.infractions.append(infraction)
-            self._by_kind[infraction.kind] += 1
-            events.append((self._on_infraction, infraction))
+        record.infractions += fresh
+        records.ids.update(dict.fromkeys([i.id for i in fresh], key))
+        by_kind = self._by_kind
+        for kind in map(_KIND, fresh):
+            by_kind[kind] += 1
+        if self._on_infraction is not None:
+            events += [(self._on_infraction, infraction) for infraction in fresh]
         excess = len(record.infractions) - self._max_infractions
         if excess > 0:                      # keep the ones that count longest
-            record.infractions.sort(key=lambda i: i.expires)
+            record.infractions.sort(key=_EXPIRES)
             for dropped in record.infractions[:excess]:
                 records.forget(dropped, wall)
             del record.infractions[:excess]
@@ -309,12 +369,15 @@ class _BanAPI(NetblockKeyed, _BanBase):
             events += self._set_ban(record, max(until, record.banned_until), t)
         return events, len(fresh)
 
-    def _record(self, key: Key, t: float) -> tuple[Record, Events]:
-        """The record of a netblock, made (evicting one if full) when there is none."""
+    def _record(self, key: Key, t: float, text: str | None = None) -> tuple[Record, Events]:
+        """The record of a netblock, made (evicting one if full) when there is none.
+
+        ``text``, when given, is the key's netblock text (saves formatting it).
+        """
         record = self._records.get(key)
         if record is not None:
             return record, []
-        record = Record(*key, self._text(key))
+        record = Record(*key, text if text is not None else self._text(key))
         evicted = self._records.add(record, t, t + self._offset)
         events: Events = []
         if evicted is not None and evicted.banned_until:
@@ -339,8 +402,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
     def _score_until(self, record: Record, t: float) -> float:
         """When live penalties fall below ban_score (local time), or 0.0 if they already are."""
         wall = t + self._offset
-        live = sorted((i for i in record.infractions if i.expires > wall), key=lambda i: i.expires)
-        score = sum(i.penalty for i in live)
+        live = sorted([i for i in record.infractions if i.expires > wall], key=_EXPIRES)
+        score = sum(map(_PENALTY, live))
         for infraction in live:
             if score < self._policy.ban_score:
                 break
@@ -483,6 +546,11 @@ class BanManager(_BanAPI, _BanTable):
     netblock -- or its pseudonym when ``pseudonymizer`` (a
     connguard.Pseudonymizer) is given.
     """
+
+
+_FIELDS = operator.itemgetter("id", "source", "kind", "created", "node")
+_KIND, _PENALTY, _EXPIRES = (operator.itemgetter(Infraction._fields.index(name))
+                             for name in ("kind", "penalty", "expires"))
 
 
 def _live_score(record: Record, wall: float) -> int:

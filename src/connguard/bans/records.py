@@ -138,10 +138,17 @@ class Records:
             while len(self._gone) > self.remember:
                 self._gone.popitem(last=False)
 
+    @property
+    def remembering(self) -> bool:
+        """Whether any let-go id is remembered (``known`` can only say yes for held ids if not)."""
+        return bool(self._gone)
+
     def known(self, ident: str, wall: float) -> bool:
         """Whether an infraction id is held, or was let go and has not expired yet."""
         if ident in self.ids:
             return True
+        if not self._gone:
+            return False
         expires = self._gone.get(ident)
         if expires is None:
             return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["Ban", "Incoming", "Infraction", "check_node_id", "read_infraction", "snapshot_items"]
@@ -21,9 +21,12 @@ MAX_KIND_LENGTH = 64
 MAX_SOURCE_LENGTH = 128     # an address (<= 100 characters) and "/prefix"
 
 
-@dataclass(frozen=True, slots=True)
-class Infraction:
-    """One reported infraction; times are wall-clock seconds."""
+class Infraction(NamedTuple):
+    """One reported infraction; times are wall-clock seconds. Immutable.
+
+    A named tuple: a node may hold millions (a restored snapshot), and
+    tuples are the cheapest immutable records Python has.
+    """
 
     id: str           # unique: node, a per-process counter and random bits
     source: str       # the netblock, as Tracker keys it: "203.0.113.7", "2001:db8::/64"
@@ -34,7 +37,7 @@ class Infraction:
     node: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(zip(self._fields, self, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,46 +49,55 @@ class Ban:
     score: int
 
 
-class Incoming(NamedTuple):
-    """The fields of an infraction from another node that this node takes from it.
-
-    Penalty and expiry are not among them: they come from local policy.
-    """
-
-    id: str
-    source: str
-    kind: str
-    created: float
-    node: str
+#: The fields of an infraction from another node that this node takes from
+#: it: id, source, kind, created, node. Penalty and expiry are not among them:
+#: they come from local policy.
+Incoming = tuple[str, str, str, float, str]
 
 
-def _text(data: Mapping[str, Any], name: str, limit: int) -> str:
-    if name not in data:
-        raise ValueError(f"infraction is missing {name!r}")
-    value = data[name]
-    if not isinstance(value, str):
-        raise ValueError(f"infraction {name} must be a str, not {type(value).__name__}")
-    if not 0 < len(value) <= limit:
-        raise ValueError(f"infraction {name} must be 1 to {limit} characters, got {len(value)}")
-    return value
+_MISSING: Any = object()
+_TEXT_FIELDS = (("id", MAX_ID_LENGTH), ("source", MAX_SOURCE_LENGTH), ("kind", MAX_KIND_LENGTH),
+                ("node", MAX_NODE_LENGTH))
 
 
 def read_infraction(data: object) -> Incoming:
     """Check an Infraction or a mapping from another node; raise ValueError naming the field."""
-    if isinstance(data, Infraction):
-        data = data.to_dict()
-    if not isinstance(data, Mapping):
-        raise TypeError(f"an infraction must be an Infraction or a mapping, not {type(data).__name__}")
-    ident = _text(data, "id", MAX_ID_LENGTH)
-    source = _text(data, "source", MAX_SOURCE_LENGTH)
-    kind = _text(data, "kind", MAX_KIND_LENGTH)
-    node = _text(data, "node", MAX_NODE_LENGTH)
-    if "created" not in data:
+    if type(data) is not dict:                  # the wire's form; checked first for speed
+        if isinstance(data, Infraction):
+            return data.id, data.source, data.kind, data.created, data.node
+        if not isinstance(data, Mapping):
+            raise TypeError(f"an infraction must be an Infraction or a mapping, "
+                            f"not {type(data).__name__}")
+    get = data.get
+    ident, source, kind, node, created = (get("id", _MISSING), get("source", _MISSING),
+                                          get("kind", _MISSING), get("node", _MISSING),
+                                          get("created", _MISSING))
+    # One check for the common case; the slow path below says what was wrong.
+    if not (type(ident) is str and 0 < len(ident) <= MAX_ID_LENGTH
+            and type(source) is str and 0 < len(source) <= MAX_SOURCE_LENGTH
+            and type(kind) is str and 0 < len(kind) <= MAX_KIND_LENGTH
+            and type(node) is str and 0 < len(node) <= MAX_NODE_LENGTH
+            and type(created) is float and -math.inf < created < math.inf):
+        _explain(data)
+        created = float(created)                # an int: the only other valid form
+    return ident, source, kind, created, node
+
+
+def _explain(data: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first field of an infraction that is wrong, if any."""
+    for name, limit in _TEXT_FIELDS:
+        value = data.get(name, _MISSING)
+        if value is _MISSING:
+            raise ValueError(f"infraction is missing {name!r}")
+        if not isinstance(value, str):
+            raise ValueError(f"infraction {name} must be a str, not {type(value).__name__}")
+        if not 0 < len(value) <= limit:
+            raise ValueError(f"infraction {name} must be 1 to {limit} characters, got {len(value)}")
+    created = data.get("created", _MISSING)
+    if created is _MISSING:
         raise ValueError("infraction is missing 'created'")
-    created = data["created"]
     if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
-        raise ValueError(f"infraction created must be a finite number of seconds, got {created!r}")
-    return Incoming(ident, source, kind, float(created), node)
+        raise ValueError(f"infraction created must be a finite number of seconds, got {created!r:.80}")
 
 
 def check_node_id(node_id: object) -> str:
