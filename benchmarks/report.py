@@ -41,6 +41,16 @@ def main(path: str) -> None:
         elif info.get("kind") == "scrape":
             extra.append(f"\nA Prometheus scrape of a Guard tracking {info['sources']:,} sources: "
                          f"{info['median_ms']:.2f} ms.")
+        elif info.get("kind") == "is_banned_full":
+            extra.append(f"\nWith all {10_000:,} BanManager records banned: is_banned "
+                         f"{info['compiled_ns']:.0f} ns per call (the loop "
+                         f"{info['loop_floor_ns']:.0f} ns of it)")
+        elif info.get("kind") == "report_full":
+            extra.append(f"report() that bans a new source, lifting the ban ending soonest: "
+                         f"{info['report_us']:.1f} us.")
+        elif info.get("kind") == "restore":
+            extra.append(f"\nRestoring a 1,000,000-infraction snapshot (100,000 netblocks): "
+                         f"{info['seconds']:.2f} s, {info['per_second']:,} infractions/s.")
         elif info.get("kind") == "is_banned":
             extra.append(f"\nBanManager.is_banned over 1,000 sources: {info['compiled_ns']:.0f} ns "
                          f"per call, of which {info['loop_floor_ns']:.0f} ns is the Python loop.")
