@@ -100,6 +100,14 @@ def main() -> int:
     for family, count in counts.items():
         print(f"{family}: {count:.0f} instructions per accept+close pair "
               f"({net[family]:.0f} above the loop floor)")
+    # A pair does more than two no-op calls: a count at or below the floor
+    # means the workload did not run as intended (it raised, or measured
+    # something else), never that connguard got faster.
+    broken = [family for family, count in net.items() if count <= 0]
+    if broken:
+        print(f"MEASUREMENT FAILED for {', '.join(broken)}: not above the loop floor",
+              file=sys.stderr)
+        return 1
     if args.budget:
         # The budget is on connguard's own share: the loop floor moves with
         # the Python version, connguard's work much less.

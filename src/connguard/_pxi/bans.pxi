@@ -17,31 +17,9 @@ cdef class BanTable(ShardedTable):
         ("2001:db8::/64"), whose address part is keyed.
         """
         cdef uint64_t hi, lo
-        self._netblock_key(source, &hi, &lo)
+        netblock_key(self, source, &hi, &lo)
         return ban_active(self, hi, lo, self._now(now))
 
-    cdef int _netblock_key(self, object source, uint64_t* hi, uint64_t* lo) except 0:
-        cdef Py_ssize_t n, i
-        cdef const uint8_t* p
-        cdef const uint8_t* slash
-        cdef int family = 0
-        if not PyUnicode_Check(source):
-            raise _not_str(source, "source")
-        n = PyUnicode_GET_LENGTH(source)
-        if 0 < n <= _MAX_SOURCE and PyUnicode_IS_ASCII(source):
-            p = <const uint8_t*>PyUnicode_DATA(source)
-            family = parse_source_bytes(p, n, hi, lo)
-            if family == 0:                       # only then look for "/prefix"
-                slash = <const uint8_t*>memchr(p, 47, n)
-                if slash != NULL and 1 <= n - (slash - p) - 1 <= 3:
-                    for i in range(slash - p + 1, n):
-                        if not _is_digit(p[i]):
-                            break
-                    else:
-                        family = parse_source_bytes(p, slash - p, hi, lo)
-        if family == 0:
-            raise _bad_source(source)
-        return netblock_mask(self, family, hi, lo)
 
     def set_until(self, uint64_t hi, uint64_t lo, double until):
         """Ban a key until ``until``; False when the table had no room."""
@@ -77,6 +55,32 @@ cdef class BanTable(ShardedTable):
             count += ban_count(&self._tables[i], t)
             shard_unlock(self, i)
         return count
+
+
+cdef inline int netblock_key(BanTable bans, object source, uint64_t* hi, uint64_t* lo) except 0:
+    """Key an address, or netblock text "addr/len" (only looked for when the text is
+    not an address, so the hot path is source_key's); raise as source_key does."""
+    cdef Py_ssize_t n, i
+    cdef const uint8_t* p
+    cdef const uint8_t* slash
+    cdef int family = 0
+    if not PyUnicode_Check(source):
+        raise _not_str(source, "source")
+    n = PyUnicode_GET_LENGTH(source)
+    if 0 < n <= _MAX_SOURCE and PyUnicode_IS_ASCII(source):
+        p = <const uint8_t*>PyUnicode_DATA(source)
+        family = parse_source_bytes(p, n, hi, lo)
+        if family == 0:
+            slash = <const uint8_t*>memchr(p, 47, n)
+            if slash != NULL and 1 <= n - (slash - p) - 1 <= 3:
+                for i in range(slash - p + 1, n):
+                    if not _is_digit(p[i]):
+                        break
+                else:
+                    family = parse_source_bytes(p, slash - p, hi, lo)
+    if family == 0:
+        raise _bad_source(source)
+    return netblock_mask(bans, family, hi, lo)
 
 
 cdef bint ban_set(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double until,
