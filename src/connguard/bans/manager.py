@@ -196,8 +196,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
         # What _clamp does for one infraction, for many at once: snapshots
         # hold up to millions, so the per-infraction work here is kept to
         # the checks, one dict lookup per source and building the tuple.
-        groups: dict[Key, list[Infraction]] = {}
-        keyed: dict[str, tuple[Key, str]] = {}            # source text -> key, netblock text
+        # source text -> its key, netblock text and infractions: one lookup an infraction
+        groups: dict[str, tuple[Key, str, list[Infraction]]] = {}
         kinds = dict(self._policy.kinds)
         build = tuple.__new__
         for n, item in enumerate(items):
@@ -215,10 +215,10 @@ class _BanAPI(NetblockKeyed, _BanBase):
                         and type(created) is float and -math.inf < created < math.inf):
                     ident, source, kind, created, node = read_infraction(item)
                 policy = kinds.get(kind) or self._policy.penalty_of(kind)
-                known = keyed.get(source)
-                if known is None:
+                group = groups.get(source)
+                if group is None:
                     key = self._key_of(source)
-                    known = keyed[source] = (key, self._text(key))
+                    group = groups[source] = (key, self._text(key), [])
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"snapshot infraction {n}: {exc}") from None
             penalty, lifetime = policy
@@ -226,16 +226,12 @@ class _BanAPI(NetblockKeyed, _BanBase):
                 created = wall
             if created + lifetime <= wall:
                 continue
-            key, text = known
-            infraction = build(Infraction, (ident, text, kind, penalty, created, created + lifetime,
-                                            node))
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [infraction]
-            else:
-                group.append(infraction)
+            group[2].append(build(Infraction, (ident, group[1], kind, penalty, created,
+                                               created + lifetime, node)))
         added = 0
-        for key, infractions in groups.items():
+        for key, _, infractions in groups.values():      # two texts of one key: two _adds
+            if not infractions:
+                continue
             if self._policy.allowed(infractions[0].source):
                 with self._lock:
                     self.allowed_reports += len(infractions)
