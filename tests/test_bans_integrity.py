@@ -168,6 +168,16 @@ def test_remembered_ids_expire(make_bans: Make, clock: Any) -> None:
     assert not b.apply(first)                          # expired: nothing to count anyway
 
 
+def test_an_id_sent_twice_counts_once(make_bans: Make, clock: Any) -> None:
+    b = make_bans()
+    snapshot = snapshot_of(3, "192.0.2.1", clock.now)
+    snapshot["infractions"] += snapshot["infractions"]
+    assert b.restore(snapshot) == 3 and b.score("192.0.2.1") == 3
+    entry = snapshot["infractions"][0]
+    assert not b.apply(entry) and not b.apply({**entry, "source": "192.0.2.1:80"})
+    assert b.score("192.0.2.1") == 3
+
+
 def test_a_malformed_snapshot_applies_nothing(make_bans: Make, clock: Any) -> None:
     b = make_bans()
     snapshot = snapshot_of(5, "192.0.2.1", clock.now)

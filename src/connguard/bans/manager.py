@@ -107,6 +107,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         # --- guarded by _lock ---
         self._records = Records(self._capacity, remembered_ids)
         self._counter = itertools.count(1)
+        self._bans_started = 0        # bans begun since start (restore's summary line)
         self._by_kind: dict[str, int] = dict.fromkeys(self._policy.kinds, 0)   # infractions recorded
         self.allowed_reports = 0      # reports about allow-listed sources, not acted on
         shards = shards_arg(shards, self._capacity)
@@ -229,6 +230,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             group[2].append(build(Infraction, (ident, group[1], kind, penalty, created,
                                                created + lifetime, node)))
         added = 0
+        started = self._bans_started
         for key, _, infractions in groups.values():      # two texts of one key: two _adds
             if not infractions:
                 continue
@@ -237,10 +239,13 @@ class _BanAPI(NetblockKeyed, _BanBase):
                     self.allowed_reports += len(infractions)
                 continue
             with self._lock:
-                events, count = self._add(key, infractions, t)
+                events, count = self._add(key, infractions, t, log_it=False)
             added += count
             if events:
                 self._fire(events)
+        if added:   # one line, not one per ban: the node that banned logged each
+            log.warning("connguard: restored %d infractions; %d sources banned by them",
+                        added, self._bans_started - started)
         return added
 
     # --- bans ------------------------------------------------------------------
@@ -332,23 +337,30 @@ class _BanAPI(NetblockKeyed, _BanBase):
         return key, Infraction(ident, self._text(key), kind, penalty, created, created + lifetime,
                                node)
 
-    def _add(self, key: Key, infractions: list[Infraction], t: float) -> tuple[Events, int]:
+    def _add(self, key: Key, infractions: list[Infraction], t: float,
+             log_it: bool = True) -> tuple[Events, int]:
         """Add new infractions to one netblock's record; ban it if they reach the score.
 
         Return the callbacks to run and how many infractions were new.
         """
         wall = t + self._offset
         records = self._records
-        held = records.ids
-        fresh = [i for i in infractions if i.id not in held]
+        # An id is held by the record of its netblock, so that record is all
+        # there is to search; ids let go are remembered in records.
+        existing = records.get(key)
+        fresh = infractions
+        if existing is not None and existing.infractions:
+            held = {i.id for i in existing.infractions}
+            fresh = [i for i in fresh if i.id not in held]
+        if len(fresh) > 1 and len({i.id for i in fresh}) < len(fresh):
+            fresh = list({i.id: i for i in reversed(fresh)}.values())   # the first of each id
         if records.remembering:
-            fresh = [i for i in fresh if not records.known(i.id, wall)]
+            fresh = [i for i in fresh if not records.forgotten(i.id, wall)]
         if not fresh:
             return [], 0
         record, events = self._record(key, t, fresh[0].source)
         events += self._refresh(record, t)
         record.infractions += fresh
-        records.ids.update(dict.fromkeys([i.id for i in fresh], key))
         by_kind = self._by_kind
         for kind in map(_KIND, fresh):
             by_kind[kind] += 1
@@ -362,7 +374,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             del record.infractions[:excess]
         until = self._score_until(record, t)
         if until > t:
-            events += self._set_ban(record, max(until, record.banned_until), t)
+            events += self._set_ban(record, max(until, record.banned_until), t, log_it)
         return events, len(fresh)
 
     def _record(self, key: Key, t: float, text: str | None = None) -> tuple[Record, Events]:
@@ -408,11 +420,12 @@ class _BanAPI(NetblockKeyed, _BanBase):
                 return infraction.expires - self._offset
         return 0.0
 
-    def _set_ban(self, record: Record, until: float, t: float) -> Events:
+    def _set_ban(self, record: Record, until: float, t: float, log_it: bool = True) -> Events:
         """Move a record to ``until`` (<= t: not banned), in the core table too.
 
         Every on_ban is paired with one on_unban: a ban that ended without
-        anyone noticing is reported ended before a new one starts.
+        anyone noticing is reported ended before a new one starts. A new ban
+        is logged unless ``log_it`` is false (restore logs one summary).
         """
         active = record.banned_until > t
         events: Events = []
@@ -428,12 +441,13 @@ class _BanAPI(NetblockKeyed, _BanBase):
         if not active:
             until = t + self._policy.ban_length(until - t, record.bans)
             record.bans += 1
+            self._bans_started += 1
         if not self.set_until(record.hi, record.lo, until):
             raise MemoryError("the core ban table could not grow")
         self._records.set_ban(record, until)
-        if not active:
+        if not active and (log_it or self._on_ban is not None):
             ban = Ban(record.source, until + self._offset, _live_score(record, t + self._offset))
-            events += [(self._log_ban, ban), (self._on_ban, ban)]
+            events += [(self._log_ban if log_it else None, ban), (self._on_ban, ban)]
         return events
 
     # --- callbacks and logs (no lock held) -----------------------------------------

@@ -56,7 +56,6 @@ class Records:
         self._idle: OrderedDict[Key, Record] = OrderedDict()   # not banned; least recent first
         self._banned: dict[Key, Record] = {}                   # banned_until != 0
         self._ends: list[tuple[float, Key]] = []               # heap of ban ends; stale entries skipped
-        self.ids: dict[str, Key] = {}                          # ids of the infractions held
         self._gone: OrderedDict[str, float] = OrderedDict()    # dropped or forgiven id -> expiry (wall)
         self.evicted_bans = 0
 
@@ -131,7 +130,6 @@ class Records:
 
     def forget(self, infraction: Infraction, wall: float) -> None:
         """Stop holding an infraction; remember its id until it expires."""
-        self.ids.pop(infraction.id, None)
         if infraction.expires > wall and self.remember:
             self._gone[infraction.id] = infraction.expires
             self._gone.move_to_end(infraction.id)
@@ -140,15 +138,11 @@ class Records:
 
     @property
     def remembering(self) -> bool:
-        """Whether any let-go id is remembered (``known`` can only say yes for held ids if not)."""
+        """Whether any let-go id is remembered."""
         return bool(self._gone)
 
-    def known(self, ident: str, wall: float) -> bool:
-        """Whether an infraction id is held, or was let go and has not expired yet."""
-        if ident in self.ids:
-            return True
-        if not self._gone:
-            return False
+    def forgotten(self, ident: str, wall: float) -> bool:
+        """Whether an infraction id was let go and has not expired yet."""
         expires = self._gone.get(ident)
         if expires is None:
             return False
