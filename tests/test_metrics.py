@@ -64,6 +64,14 @@ def test_values_are_the_guards_aggregates(make_guard: Make) -> None:
     assert sample(text, "connguard_infractions_total", '{kind="impersonation"}') == 15
     assert sample(text, "connguard_accepted_total") == 500 + 60 + 15
     assert sample(text, "connguard_rejected_total", '{reason="banned"}') == 0   # monitor mode
+    assert sample(text, "connguard_evicted_bans_total") == 0
+
+
+def test_bans_lifted_for_room_are_counted(make_guard: Make) -> None:
+    g = make_guard(bans={"capacity": 4, "shards": 1}, limiter=False)
+    for i in range(6):
+        g.bans.ban(f"203.0.113.{i}", 60.0 + i)
+    assert sample(scrape(GuardCollector(g)), "connguard_evicted_bans_total") == 2 == g.bans.evicted_bans
 
 
 def test_refusals_are_counted_by_reason(make_guard: Make) -> None:

@@ -32,6 +32,8 @@ _SPEC: tuple[tuple[type[Family], str, str, str | None], ...] = (
     (CounterMetricFamily, "accepted", "Connections allowed.", None),
     (CounterMetricFamily, "rejected", "Connections refused.", "reason"),
     (CounterMetricFamily, "infractions", "Infractions recorded.", "kind"),
+    (CounterMetricFamily, "evicted_bans", "Live bans lifted because every ban record was in use.",
+     None),
     (CounterMetricFamily, "evictions", "Idle sources dropped for new ones.", None),
     (CounterMetricFamily, "overflows", "New sources that found no room.", None),
     (CounterMetricFamily, "listener_errors", "Exceptions raised by listeners.", None),
@@ -87,6 +89,7 @@ class GuardCollector(Collector):
             "rejected": [(reason, sum(n for v, n in verdicts if not v.allowed and v.reason == reason))
                          for reason in _REFUSAL_REASONS],
             "infractions": sorted(bans.infraction_counts().items()),
+            "evicted_bans": bans.evicted_bans,
             "evictions": evictions,
             "overflows": overflows,
             "listener_errors": events.listener_errors(),
