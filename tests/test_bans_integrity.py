@@ -384,3 +384,57 @@ def test_a_callback_error_is_logged_without_the_address_when_pseudonymised(
         b.ban("203.0.113.77", 60.0)
     assert "a ban callback raised RuntimeError" in caplog.text
     assert "203.0.113.77" not in caplog.text
+
+
+# --- found in review -----------------------------------------------------------------
+
+def test_every_on_ban_is_paired_with_an_on_unban_also_when_an_ended_ban_makes_room(
+        make_bans: Make) -> None:
+    seen: list[tuple[str, str]] = []
+    b = make_bans(capacity=2, shards=1, on_ban=lambda ban: seen.append(("ban", ban.source)),
+                  on_unban=lambda source: seen.append(("unban", source)))
+    b.ban("192.0.2.1", 10.0, now=100.0)
+    b.ban("192.0.2.2", 50.0, now=100.0)
+    b.report("192.0.2.3", "malformed_message", now=200.0)    # 192.0.2.1's ended ban makes room
+    assert ("unban", "192.0.2.1") in seen
+    assert b.capacity == 2
+
+
+def test_infraction_objects_from_elsewhere_are_checked_too(make_bans: Make, clock: Any) -> None:
+    b = make_bans()
+    good = cg.Infraction("p:1", "192.0.2.1", "malformed_message", 1, clock.now, clock.now + HOUR, "p")
+    for bad, message in ((good._replace(node="n" * 1_000_000), "node must be 1 to 128"),
+                         (good._replace(created=float("nan")), "created must be a finite number")):
+        with pytest.raises(ValueError, match=message):
+            b.apply(bad)
+    assert b.apply(good) and b.score("192.0.2.1") == 1
+
+
+def test_ban_manager_times_are_bounded_like_the_cores(make_bans: Make) -> None:
+    b = make_bans()
+    with pytest.raises(ValueError, match="now must be a finite number of seconds within"):
+        b.ban("192.0.2.1", 60.0, now=2e15)
+    assert b.banned(now=100.0) == []
+
+
+def test_a_replayed_guard_dates_limiter_bans_at_the_replayed_time(make_guard: Make) -> None:
+    g = make_guard(limiter={"rate": 1.0, "burst": 1.0, "warn_after": 0, "abuse_after": 2},
+                   bans={"penalties": {"rate_limit_abuse": (10, HOUR)}})
+    for _ in range(3):
+        g.accept("198.51.100.4", now=1e9)
+        g.close("198.51.100.4", now=1e9)
+    assert g.bans.is_banned("198.51.100.4", now=1e9) and g.is_banned("198.51.100.4", now=1e9)
+    (ban,) = g.bans.banned(now=1e9)
+    assert ban.until > 1e9
+
+
+def test_a_window_too_small_for_the_time_range_is_refused(make_tracker: Make) -> None:
+    with pytest.raises(ValueError, match="window must be finite and >= 0.001"):
+        make_tracker(window=1e-300)
+
+
+def test_only_the_limiter_may_be_false(core: ModuleType) -> None:
+    Guard = on_core(cg.Guard, core)
+    for name in ("tracker", "bans"):
+        with pytest.raises(TypeError, match=f"{name} must be a connguard"):
+            Guard(**{name: False})  # type: ignore[arg-type]

@@ -82,7 +82,8 @@ class _GuardAPI(_GuardBase):
         for name, part, api, public in (("tracker", tracker, _TrackerAPI, "Tracker"),
                                         ("bans", bans, _BanAPI, "BanManager"),
                                         ("limiter", limiter, _LimiterAPI, "RateLimiter")):
-            if part is not None and not isinstance(part, (bool, api)):
+            allowed = (bool, api) if name == "limiter" else api      # limiter=False: none
+            if part is not None and not isinstance(part, allowed):
                 raise TypeError(f"{name} must be a connguard {public}, not {type(part).__name__}")
         if limiter is True:
             warnings.warn("limiter=True is deprecated: leave it out (None) for the default "
@@ -121,14 +122,14 @@ class _GuardAPI(_GuardBase):
         def accept(self, source: str, destination: str | None = "",
                    now: float | None = None) -> Verdict: ...
 
-    def _limit_reached(self, source: str, level: int) -> None:
+    def _limit_reached(self, source: str, level: int, now: float | None) -> None:
         # Called by the core, outside every lock, once per violation window
         # when a source first reaches each level. Reporting each level once
         # keeps every level reachable with the default penalties (2 + 5 < 10)
         # instead of banning at the 5th violation. The accept has been
         # decided: nothing raised here may reach its caller.
         try:
-            self._bans.report(source, _LIMIT_KINDS[Take(level)])
+            self._bans.report(source, _LIMIT_KINDS[Take(level)], now)
         except Exception as exc:
             self._callback_failed("reporting a rate limit", exc)
 

@@ -160,7 +160,8 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
     ) -> None:
         self._set_prefixes(ipv4_prefix, ipv6_prefix)
         capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
-        self._window = number_arg("window", window)
+        # At least a millisecond: now / window stays finite for every allowed now.
+        self._window = number_arg("window", window, low=1e-3, allow_low=True)
         threshold = int_arg("concurrent_threshold", concurrent_threshold, 1, 2**32 - 1)
         rate = math.inf if rate_threshold is None else number_arg("rate_threshold", rate_threshold)
         self._thresholds = MappingProxyType({"conn_flood": float(threshold), "conn_rate": rate})

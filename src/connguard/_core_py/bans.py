@@ -1,7 +1,8 @@
 """Ban expiry per netblock (pairs with _pxi/bans.pxi).
 
-A ban is a bare Header: ``stamp`` holds the time the ban ends, so the
-sampled eviction of a full table drops the ban that ends soonest.
+A ban is a bare Header: ``stamp`` holds the time the ban ends.
+connguard.BanManager sizes every shard to hold all its bans, so this table
+never evicts one: which ban makes room is the manager's decision alone.
 """
 
 from __future__ import annotations

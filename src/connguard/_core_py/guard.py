@@ -23,7 +23,7 @@ class GuardTable:
 
     def __init__(self, *, tracker: SourceTable, bans: BanTable | None,
                  limiter: BucketTable | None, enforce: bool, verdicts: tuple[Any, ...],
-                 on_limit: Callable[[str, int], object] | None,
+                 on_limit: Callable[[str, int, float | None], object] | None,
                  on_flag: Callable[[str, int], object] | None) -> None:
         if len(verdicts) != VERDICT_CODES:
             raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
@@ -71,7 +71,7 @@ class GuardTable:
                 if self._on_limit is not None and (
                         (level == Take.VIOLATION and violations == cfg.warn_after + 1)
                         or (level == Take.ABUSE and violations == cfg.abuse_after)):
-                    self._on_limit(source, level)
+                    self._on_limit(source, level, now)
                 if self._enforce:
                     return (reason or Reason.LIMIT) + REFUSED
                 if reason == Reason.NONE:

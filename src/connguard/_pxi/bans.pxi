@@ -1,6 +1,7 @@
 # Ban expiry per netblock (pairs with _core_py/bans.py). A ban is a bare
-# Header: hdr.stamp holds the time the ban ends, so the sampled eviction of a
-# full table drops the ban that ends soonest.
+# Header: hdr.stamp holds the time the ban ends. connguard.BanManager sizes
+# every shard to hold all its bans, so this table never evicts one: which
+# ban makes room is the manager's decision alone.
 
 cdef class BanTable(ShardedTable):
     """Ban expiry per netblock: the hot-path half of connguard.BanManager."""
@@ -19,7 +20,6 @@ cdef class BanTable(ShardedTable):
         cdef uint64_t hi, lo
         netblock_key(self, source, &hi, &lo)
         return ban_active(self, hi, lo, self._now(now))
-
 
     def set_until(self, uint64_t hi, uint64_t lo, double until):
         """Ban a key until ``until``; False when the table had no room."""

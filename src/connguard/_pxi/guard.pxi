@@ -15,7 +15,7 @@ cdef class GuardTable:
     cdef BucketTable _buckets     # may be None
     cdef bint _enforce
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
-    cdef object _on_limit         # called (source, level) when a source first reaches a level
+    cdef object _on_limit         # called (source, level, now) when a source first reaches a level
     cdef object _on_flag          # called (source, bits) when patterns are first raised
     cdef int64_t _counts[VERDICT_CODES]   # verdicts returned, by code; bumped with CG_COUNT
     # Each part answers in its own timebase: a part with a clock of its own
@@ -68,7 +68,7 @@ cdef class GuardTable:
                 if self._on_limit is not None and (
                         (level == TAKE_VIOLATION and violations == self._buckets._cfg.warn_after + 1)
                         or (level == TAKE_ABUSE and violations == self._buckets._cfg.abuse_after)):
-                    self._on_limit(source, level)   # no lock is held here
+                    self._on_limit(source, level, now)   # no lock is held here
                 if self._enforce:
                     return (reason or REASON_LIMIT) + VERDICT_REFUSED
                 if reason == REASON_NONE:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from .._netblock import NetblockKeyed, address_of, netblock_text
-from .._spec import MAX_CAPACITY
+from .._spec import MAX_CAPACITY, MAX_TIME
 from .._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .policy import BanPolicy
 from .records import Key, Record, Records
@@ -392,7 +392,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
             self.clear(evicted.hi, evicted.lo)
             if evicted.banned_until > t:
                 # Every record held a live ban: the one ending soonest made room.
-                events += [(self._log_evicted, evicted.source), (self._on_unban, evicted.source)]
+                events.append((self._log_evicted, evicted.source))
+            events.append((self._on_unban, evicted.source))     # ended or lifted: its on_unban
         return record, events
 
     def _refresh(self, record: Record, t: float) -> Events:
@@ -440,10 +441,11 @@ class _BanAPI(NetblockKeyed, _BanBase):
             return events
         if not active:
             until = t + self._policy.ban_length(until - t, record.bans)
-            record.bans += 1
-            self._bans_started += 1
         if not self.set_until(record.hi, record.lo, until):
             raise MemoryError("the core ban table could not grow")
+        if not active:
+            record.bans += 1
+            self._bans_started += 1
         self._records.set_ban(record, until)
         if not active and (log_it or self._on_ban is not None):
             ban = Ban(record.source, until + self._offset, _live_score(record, t + self._offset))
@@ -487,7 +489,12 @@ class _BanAPI(NetblockKeyed, _BanBase):
     # --- argument handling (no lock needed) --------------------------------------
 
     def _local(self, now: float | None) -> float:
-        return self._time_source() if now is None else number_arg("now", now, low=-math.inf)
+        """``now``, or the clock's reading, checked as the core checks times."""
+        t = self._time_source() if now is None else now
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not -MAX_TIME <= t <= MAX_TIME:
+            raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
+                             f"got {t!r:.40}")
+        return float(t)
 
     def _key_of(self, source: str) -> Key:
         """Key an address, or a netblock as other nodes send it ("2001:db8::/64").
@@ -506,6 +513,11 @@ class _BanAPI(NetblockKeyed, _BanBase):
         """Infractions recorded since start (local and remote), by kind."""
         with self._lock:
             return dict(self._by_kind)
+
+    @property
+    def capacity(self) -> int:
+        """At most this many netblocks are held."""
+        return self._capacity
 
     @property
     def evicted_bans(self) -> int:

@@ -88,7 +88,7 @@ class BanPolicy:
         if self.escalation is not None and prior_bans and length > 0.0:
             factor, cap = self.escalation
             if factor > 1.0:
-                if prior_bans * math.log(factor) >= math.log(cap / length):   # at the cap
+                if prior_bans * math.log(factor) >= math.log(cap) - math.log(length):  # at the cap
                     grown = cap
                 else:                        # below the cap: the power cannot overflow
                     grown = length * factor ** prior_bans

@@ -63,9 +63,9 @@ _TEXT_FIELDS = (("id", MAX_ID_LENGTH), ("source", MAX_SOURCE_LENGTH), ("kind", M
 def read_infraction(data: object) -> Incoming:
     """Check an Infraction or a mapping from another node; raise ValueError naming the field."""
     if type(data) is not dict:                  # the wire's form; checked first for speed
-        if isinstance(data, Infraction):
-            return data.id, data.source, data.kind, data.created, data.node
-        if not isinstance(data, Mapping):
+        if isinstance(data, Infraction):        # from elsewhere too: checked like any other
+            data = data.to_dict()
+        elif not isinstance(data, Mapping):
             raise TypeError(f"an infraction must be an Infraction or a mapping, "
                             f"not {type(data).__name__}")
     get = data.get
