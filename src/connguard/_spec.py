@@ -102,10 +102,6 @@ REFUSED = 4
 VERDICT_CODES = 8
 
 
-def verdict_code(reason: Reason, refused: bool) -> int:
-    return int(reason) + (REFUSED if refused else 0)
-
-
 def verdict_parts(code: int) -> tuple[Reason, bool]:
     """Split a verdict code into its reason and whether it was a refusal."""
     return Reason(code % REFUSED), code >= REFUSED

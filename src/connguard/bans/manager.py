@@ -132,9 +132,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         infraction = Infraction(
             id=f"{self._node}:{serial}:{os.urandom(6).hex()}", source=self._text(key), kind=kind,
             penalty=penalty, created=created, expires=created + lifetime, node=self._node)
-        if self._policy.allowed(source):
-            with self._lock:
-                self.allowed_reports += 1
+        if self._count_allowed(source, 1):
             return infraction
         with self._lock:
             events, _ = self._add(key, [infraction], t)
@@ -154,9 +152,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         key, clamped = self._clamp(read_infraction(infraction), t + self._offset)
         if clamped is None:
             return False
-        if self._policy.allowed(clamped.source):
-            with self._lock:
-                self.allowed_reports += 1
+        if self._count_allowed(clamped.source, 1):
             return False
         with self._lock:
             events, added = self._add(key, [clamped], t)
@@ -234,9 +230,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         for key, _, infractions in groups.values():      # two texts of one key: two _adds
             if not infractions:
                 continue
-            if self._policy.allowed(infractions[0].source):
-                with self._lock:
-                    self.allowed_reports += len(infractions)
+            if self._count_allowed(infractions[0].source, len(infractions)):
                 continue
             with self._lock:
                 events, count = self._add(key, infractions, t, log_it=False)
@@ -322,6 +316,14 @@ class _BanAPI(NetblockKeyed, _BanBase):
         return gone
 
     # --- internals (called with _lock held unless noted) -------------------------
+
+    def _count_allowed(self, source: str, reports: int) -> bool:
+        """Whether ``source`` is allow-listed; if so, count its reports (no lock needed)."""
+        if not self._policy.allowed(source):
+            return False
+        with self._lock:
+            self.allowed_reports += reports
+        return True
 
     def _clamp(self, incoming: Incoming, wall: float) -> tuple[Key, Infraction | None]:
         """Key an incoming infraction and rebuild it under local policy (no lock needed).
