@@ -32,10 +32,15 @@ import connguard
 if {expect_compiled} and not connguard.COMPILED:
     sys.exit("the compiled core did not load")
 n, family = int(sys.argv[1]), sys.argv[2]
-if family in ("ipv4", "guard", "floor"):
-    sources = [f"10.0.{{i >> 8}}.{{i & 255}}" for i in range(1000)]
+# Ordinary sources: at most 2 * PAIRS / 4000 + 1 = 11 HTTPS connections each
+# in the window, below TRIGGER_COUNT, so none earns pattern state. The
+# pattern-state scenario's 1000 sources make 20-40 each, to one host: every
+# one is a credential-stuffing candidate with a record updated per event.
+count = 1000 if family == "ipv4_pattern_state" else 4000
+if family in ("ipv4", "guard", "floor", "ipv4_pattern_state"):
+    sources = [f"10.{{i >> 16}}.{{(i >> 8) & 255}}.{{i & 255}}" for i in range(count)]
 else:
-    sources = [f"2001:db8:{{i:x}}:1::{{i % 9 + 1}}" for i in range(1000)]
+    sources = [f"2001:db8:{{i:x}}:1::{{i % 9 + 1}}" for i in range(count)]
 t = connguard.Tracker(clock=None)
 accept, close = t.accept, t.close
 if "{scenario}" == "guard":                     # the ban check on top of the tracker
@@ -58,7 +63,7 @@ def run(sources, accept, close, destination):
 run(sources, accept, close, destination)
 """
 
-SCENARIOS = ("ipv4", "ipv6", "guard", "floor")
+SCENARIOS = ("ipv4", "ipv6", "guard", "ipv4_pattern_state", "floor")
 
 
 def instructions(script: str, pairs: int, family: str) -> int:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from connguard import _core_py
 from connguard._core import on_core
+from connguard.patterns import CredentialStuffing, DnsTunnel, PortScan, SpamRelay
 from connguard.tracker import Tracker
 
 from .conftest import import_compiled
@@ -23,10 +24,13 @@ SOURCES = ["192.0.2.1", "192.0.2.2", "192.0.2.1:5000", "::ffff:192.0.2.3", "2001
 # Enough distinct netblocks (also under /24 and /48) to keep small tables evicting.
 SOURCES += [f"10.{i}.{i}.1" for i in range(24)] + [f"2001:db8:{i:x}::1" for i in range(12)]
 DESTINATIONS = ["", "mx.example:25", "a:443", "b:443", "[2001:db8::53]:853", "c:53", "d:22",
-                "e:8080", "bare-host", "broken:99999", "x:1", "x:2", "x:3"]
+                "e:8080", "bare-host", "broken:99999", "x:1", "x:2", "x:3", "mx2.example:25",
+                "mx3.example:25", "login.example:443", "LOGIN.example:443", "y:4", "z:5", "w:53"]
+# Byte counts a close may carry: unknown, nothing (a failed connection), some, a lot.
+BYTES = [None, 0, 1, 300, 5000, 2**40]
 
 operation = st.tuples(
-    st.sampled_from(["accept", "close", "stats", "top"]),
+    st.sampled_from(["accept", "accept", "close", "close_bytes", "stats", "top", "findings"]),
     st.integers(0, len(SOURCES) - 1),
     st.integers(0, len(DESTINATIONS) - 1),
     # Mostly small steps (replayed logs go back a little); now and then a
@@ -43,6 +47,22 @@ configs = st.fixed_dictionaries({
     "ipv4_prefix": st.sampled_from([32, 24]),
     "ipv6_prefix": st.sampled_from([64, 128, 48]),
     "seed": st.integers(0, 2**64 - 1),
+    # Thresholds low enough for short sequences to raise and clear patterns.
+    "spam_relay": st.one_of(st.none(), st.builds(
+        SpamRelay, connections=st.integers(1, 4), hosts=st.integers(1, 3),
+        min_closed=st.integers(1, 3), window=st.sampled_from([1.0, 5.0, 30.0]))),
+    "port_scan": st.one_of(st.none(), st.builds(
+        PortScan, ports=st.integers(2, 5), vertical_max_hosts=st.integers(1, 3),
+        hosts=st.integers(2, 5), horizontal_max_ports=st.integers(1, 3),
+        min_closed=st.integers(1, 3), window=st.sampled_from([1.0, 5.0, 30.0]))),
+    "credential_stuffing": st.one_of(st.none(), st.builds(
+        CredentialStuffing, connections=st.integers(1, 5), max_hosts=st.integers(1, 3),
+        mean_received=st.sampled_from([0, 500, 10_000]), min_closed=st.integers(1, 3),
+        login_hosts=st.sampled_from([(), ("login.example",)]),
+        login_connections=st.integers(1, 4), window=st.sampled_from([1.0, 5.0, 30.0]))),
+    "dns_tunnel": st.one_of(st.none(), st.builds(
+        DnsTunnel, connections=st.integers(1, 3), bytes=st.sampled_from([1, 2000, 10**6]),
+        mean_bytes=st.sampled_from([0, 100, 4000]), window=st.sampled_from([1.0, 5.0, 30.0]))),
 })
 
 
@@ -53,10 +73,10 @@ def both(pytestconfig: pytest.Config) -> tuple[type, type]:
 
 
 def observe(t: Any, now: float) -> Any:
-    return (t.counters(), t.untracked(),
-            [t.stats(s, now=now) for s in SOURCES],
+    return (t.counters(), t.untracked(), t.flagged_by(), t.raised_by(), t.class_accepts(),
+            t.pattern_state(), [t.stats(s, now=now) for s in SOURCES],
             t.top(100, by="active", now=now), t.top(100, by="total", now=now),
-            t.top(100, by="rate", now=now))
+            t.top(100, by="rate", now=now), t.findings(now))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -72,8 +92,16 @@ def test_random_operations_agree(both: tuple[type, type], config: dict[str, Any]
             results = [t.accept(source, DESTINATIONS[di], now=now) for t in (compiled, pure)]
         elif name == "close":
             results = [t.close(source, now=now) for t in (compiled, pure)]
+        elif name == "close_bytes":
+            # di picks the bytes and whether the close names its destination.
+            sent, received = BYTES[di % len(BYTES)], BYTES[(di * 7 + 3) % len(BYTES)]
+            destination = DESTINATIONS[di] if di % 3 else None
+            results = [t.close(source, now=now, sent=sent, received=received,
+                               destination=destination) for t in (compiled, pure)]
         elif name == "stats":
             results = [t.stats(source, now=now) for t in (compiled, pure)]
+        elif name == "findings":
+            results = [t.findings(now) for t in (compiled, pure)]
         else:
             results = [t.top(3, by="rate", now=now) for t in (compiled, pure)]
         assert results[0] == results[1], (name, source)

@@ -80,8 +80,8 @@ def test_report_is_banned_and_findings(make_guard: Make) -> None:
     for _ in range(3):
         g.accept("198.51.100.7")
     g.accept("198.51.100.8")
-    assert [s.source for s in g.findings()] == ["198.51.100.7"]
-    assert g.findings()[0].patterns == {"conn_flood"}
+    assert [(f.source, f.pattern) for f in g.findings()] == [("198.51.100.7", "conn_flood")]
+    assert g.findings()[0].evidence == {"active": 3, "concurrent_threshold": 3}
     infraction = g.report("198.51.100.9", "impersonation")
     assert infraction.kind == "impersonation" and g.is_banned("198.51.100.9")
 

@@ -99,6 +99,7 @@ cdef extern from "Python.h":
 include "_pxi/spec.pxi"
 include "_pxi/parse.pxi"
 include "_pxi/destinations.pxi"
+include "_pxi/patterns.pxi"
 include "_pxi/table.pxi"
 include "_pxi/sources.pxi"
 include "_pxi/bans.pxi"

@@ -23,6 +23,10 @@ MAX_CAPACITY = 2**32 - 1    #: entries one shard can index (positions are 32-bit
 MAX_ACTIVE = 2**32 - 1      #: open connections one source entry can count
 MAX_TIME = 1e15             #: |now| in seconds (about 32 million years) is at most this
 UNTRACKED_SLOTS = 64        #: netblocks per shard whose untracked opens are remembered
+PATTERN_STATE_RATIO = 128   #: a shard holds pattern state for 1 in this many of its sources
+PATTERN_STATE_MIN = 4       #: ... and for at least this many
+PATTERN_STATE_MAX = 65535   #: ... and at most this many (record numbers are 16-bit)
+TRIGGER_COUNT = 16          #: accepts of a volume class in the source's window that earn pattern state
 
 
 # --- hashing ---------------------------------------------------------------------
@@ -56,6 +60,60 @@ class Pattern(enum.IntFlag):
 PATTERN_BITS: dict[str, int] = {name.lower(): int(bit) for name, bit in Pattern.__members__.items()}
 #: Every pattern name a source can be flagged with, in bit order.
 PATTERNS: tuple[str, ...] = tuple(PATTERN_BITS)
+
+
+class Group(enum.IntEnum):
+    """The windowed patterns, in the order of their evidence in a pattern-state record.
+
+    Group ``g`` raises pattern bit ``1 << (g + GROUP_SHIFT)``.
+    """
+
+    SPAM_RELAY = 0
+    PORT_SCAN = 1
+    CREDENTIAL_STUFFING = 2
+    DNS_TUNNEL = 3
+
+
+#: Group g's pattern bit is 1 << (g + GROUP_SHIFT).
+GROUP_SHIFT = 2
+#: Pattern bits a record keeps raise times for: every Pattern member.
+PATTERN_COUNT = 6
+
+
+class PatternLimits(NamedTuple):
+    """The windowed patterns' thresholds as the cores take them.
+
+    Built and validated by connguard.patterns from the typed configuration
+    objects; the cores only compare against these numbers. Sketch bounds are
+    counts of zero bits in a 64-bit sketch: an estimate of at least T
+    distinct items is at most ``floor(64 * exp(-T / 64))`` zero bits, one of
+    at most H is at least ``ceil(64 * exp(-H / 64))``.
+    """
+
+    enabled: int                      # bit g: Group g is evaluated
+    windows: tuple[float, ...]        # seconds, by group
+    accept_masks: tuple[int, ...]     # class bits whose accepts count in ``n``, by group
+    aux_masks: tuple[int, ...]        # class bits whose accepts count in ``aux``, by group
+    trigger_classes: int              # an accept of these classes earns pattern state
+    volume_classes: int               # ... and of these, TRIGGER_COUNT in the source's window
+    spam_connections: float
+    spam_hosts_zeros: int             # at most: at least the hosts threshold
+    spam_min_closed: float            # smtp closes with byte counts before failures are judged
+    spam_empty_share: float           # below this share of them empty: mail was delivered
+    scan_ports_zeros: int             # vertical, at most: at least the ports threshold
+    scan_vertical_hosts_zeros: int    # vertical, at least: at most a few hosts
+    scan_hosts_zeros: int             # horizontal, at most: at least the hosts threshold
+    scan_horizontal_ports_zeros: int  # horizontal, at least: at most a few ports
+    scan_min_closed: float            # closes with byte counts before failures are judged
+    scan_empty_share: float           # share of those that received nothing
+    cred_connections: float
+    cred_hosts_zeros: int             # at least: at most a few hosts
+    cred_min_closed: float
+    cred_mean_received: float         # bytes received per close, at most
+    cred_login_connections: float     # accepts of the watch-list class
+    dns_connections: float
+    dns_bytes: float
+    dns_mean_bytes: float
 
 
 def pattern_names(bits: int) -> frozenset[str]:
@@ -128,6 +186,17 @@ class RawStats(NamedTuple):
     ports_prev: int
 
 
+class RawRecord(NamedTuple):
+    """A source's pattern-state record, copied; windows advanced to ``now``."""
+
+    stamp: float
+    since: tuple[float, ...]      # by pattern bit: when it was raised
+    above: tuple[float, ...]      # by pattern bit: when its evidence was last at the threshold
+    weights: tuple[float, ...]    # by group: share of the previous bucket inside the window
+    windows: tuple[tuple[int, ...], ...]   # by group: n, aux, closed, empty, bytes,
+                                           # hosts, ports; each (current, previous)
+
+
 # --- consistency ----------------------------------------------------------------------------
 
 class Broken(enum.IntEnum):
@@ -141,6 +210,7 @@ class Broken(enum.IntEnum):
     FLAGGED_SOURCES = 5       # flagged_sources != entries with a pattern raised
     FLAGGED_BY = 6            # flagged_by[bit] != entries with that pattern bit
     UNTRACKED = 7             # untracked slots in use != slots with open connections
+    PATTERN_STATE = 8         # pattern-state records and their owners do not match
 
     def describe(self) -> str:
         return self.name.lower().replace("_", " ") + " invariant broken"

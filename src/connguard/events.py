@@ -47,12 +47,17 @@ Listener = Callable[["Event"], object]
 class Event(NamedTuple):
     """One accepted (``direction`` ACCEPT, +1) or closed (CLOSE, -1) connection.
 
-    Close events carry no destination.
+    A close event names its destination when the emitter knows it (a
+    Connection does; notify_close does not) and carries the bytes the
+    source sent and received on the connection: None when unknown, 0 when
+    nothing was transferred.
     """
 
     direction: int
     source: str
     destination: str = ""
+    sent: int | None = None
+    received: int | None = None
 
     @property
     def state(self) -> int:
@@ -60,6 +65,17 @@ class Event(NamedTuple):
         warnings.warn("Event.state is deprecated; use Event.direction", DeprecationWarning,
                       stacklevel=2)
         return self.direction
+
+
+def byte_count(value: object) -> int | None:
+    """An event's byte count as a listener takes it: an int >= 0, else None (unknown).
+
+    A listener may not raise into the emitter, and a bad count must not
+    lose the close it came with, so it is read as unknown.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 _listener: Listener | None = None
@@ -126,11 +142,11 @@ def notify_accept(source: str, destination: str = "") -> None:
         _deliver(listener, Event(ACCEPT, source, destination))
 
 
-def notify_close(source: str) -> None:
-    """Send a close event to the current listener, if any."""
+def notify_close(source: str, *, sent: int | None = None, received: int | None = None) -> None:
+    """Send a close event to the current listener, if any, with the connection's bytes."""
     listener = _listener
     if listener is not None:
-        _deliver(listener, Event(CLOSE, source))
+        _deliver(listener, Event(CLOSE, source, "", sent, received))
 
 
 class Connection:
@@ -141,13 +157,18 @@ class Connection:
     one with an accept it never sees closed. A Connection holds the listener
     it sent the accept to and sends the close there too, whatever happened
     to the registry since. ``close()`` is idempotent; used as a context
-    manager, the close is also sent when the body raises.
+    manager, the close is also sent when the body raises. The close names
+    the destination and carries ``sent`` and ``received``: set them on the
+    handle (or pass them to close()) as the connection learns its bytes.
     """
 
-    __slots__ = ("_listener", "_source", "_closed", "_lock")
+    __slots__ = ("_listener", "_source", "_destination", "_closed", "_lock", "sent", "received")
 
     def __init__(self, source: str, destination: str = "") -> None:
         self._source = source
+        self._destination = destination
+        self.sent: int | None = None          # bytes the source sent; None: unknown
+        self.received: int | None = None      # bytes it received
         self._listener = _listener
         self._closed = False
         self._lock = threading.Lock()
@@ -158,14 +179,20 @@ class Connection:
     def source(self) -> str:
         return self._source
 
-    def close(self) -> None:
-        """Send the close (once, however often this is called)."""
+    def close(self, sent: int | None = None, received: int | None = None) -> None:
+        """Send the close (once, however often this is called), with the bytes given
+        here or set on the handle."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        if sent is not None:
+            self.sent = sent
+        if received is not None:
+            self.received = received
         if self._listener is not None:
-            _deliver(self._listener, Event(CLOSE, self._source))
+            _deliver(self._listener, Event(CLOSE, self._source, self._destination,
+                                           self.sent, self.received))
 
     def __enter__(self) -> Connection:
         return self

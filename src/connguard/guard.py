@@ -6,15 +6,17 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from . import _core, _core_py
-from ._spec import PATTERN_BITS, VERDICT_CODES, Reason, Take, verdict_parts
+from ._spec import PATTERN_BITS, PATTERNS, VERDICT_CODES, Reason, Take, verdict_parts
 from ._validate import callable_arg
 from .bans import BanManager, Infraction, _BanAPI
-from .events import ACCEPT, CLOSE, Event
+from .events import ACCEPT, CLOSE, Event, byte_count
+from .patterns import Finding
 from .ratelimit import RateLimiter, _LimiterAPI
-from .tracker import RefusedCloses, SourceStats, Tracker, _TrackerAPI
+from .tracker import RefusedCloses, Tracker, _TrackerAPI
 
 if TYPE_CHECKING:
     from ._core_py import GuardTable as _GuardTable
@@ -24,7 +26,12 @@ else:
     _GuardTable = _core.core.GuardTable
     _GuardBase = object
 
-__all__ = ["Guard", "Verdict"]
+__all__ = ["FINDING_KINDS", "Guard", "Verdict"]
+
+#: A finding_kinds mapping that reports each windowed pattern as the
+#: BanManager kind of the same name (see connguard.DEFAULT_KINDS).
+FINDING_KINDS: Mapping[str, str] = MappingProxyType({
+    name: name for name in ("spam_relay", "port_scan", "credential_stuffing", "dns_tunnel")})
 
 log = logging.getLogger("connguard.guard")
 
@@ -64,6 +71,8 @@ class _GuardAPI(_GuardBase):
         enforce: bool = False,
         clock: Callable[[], float] | None = None,
         pseudonymizer: Callable[[str], str] | None = None,
+        on_finding: Callable[[Finding], object] | None = None,
+        finding_kinds: Mapping[str, str] | None = None,
     ) -> None:
         if args:
             # 0.1 took these positionally; keyword-only like Tracker and BanManager now.
@@ -79,6 +88,7 @@ class _GuardAPI(_GuardBase):
             tracker, bans, limiter, enforce, clock, pseudonymizer = values  # type: ignore[assignment]
         callable_arg("clock", clock)
         callable_arg("pseudonymizer", pseudonymizer)
+        callable_arg("on_finding", on_finding)
         for name, part, api, public in (("tracker", tracker, _TrackerAPI, "Tracker"),
                                         ("bans", bans, _BanAPI, "BanManager"),
                                         ("limiter", limiter, _LimiterAPI, "RateLimiter")):
@@ -112,6 +122,10 @@ class _GuardAPI(_GuardBase):
         self._enforce = bool(enforce)
         self._pseudonymizer = pseudonymizer
         self._refused = RefusedCloses()       # accepts refused as a listener
+        self._finding_kinds = _finding_kinds(finding_kinds, bans)
+        self._on_finding = on_finding
+        if on_finding is not None or (self._enforce and self._finding_kinds):
+            tracker.add_finding_callback(self._found)
         super().__init__(
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
             verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
@@ -132,6 +146,18 @@ class _GuardAPI(_GuardBase):
             self._bans.report(source, _LIMIT_KINDS[Take(level)], now)
         except Exception as exc:
             self._callback_failed("reporting a rate limit", exc)
+
+    def _found(self, finding: Finding) -> None:
+        # Called through the tracker, outside every lock, when a pattern is
+        # raised: with enforce=True a mapped pattern becomes an infraction.
+        kind = self._finding_kinds.get(finding.pattern) if self._enforce else None
+        if kind is not None:
+            try:
+                self._bans.report(finding.source, kind, finding.last_seen)
+            except Exception as exc:
+                self._callback_failed(f"reporting {finding.pattern}", exc)
+        if self._on_finding is not None:
+            self._on_finding(finding)
 
     def _flagged(self, source: str, bits: int) -> None:
         # Called by the core, outside every lock, after the connection was
@@ -176,7 +202,9 @@ class _GuardAPI(_GuardBase):
                 return
             if event.direction == CLOSE:
                 if not self._refused.take(self._tracker, event.source):
-                    self.close(event.source)
+                    self.close(event.source, sent=byte_count(event.sent),
+                               received=byte_count(event.received),
+                               destination=event.destination or None)
                 return
         except (ValueError, TypeError):
             pass
@@ -190,9 +218,14 @@ class _GuardAPI(_GuardBase):
         """Return True while the source's netblock is banned."""
         return self._bans.is_banned(source, now)
 
-    def findings(self, limit: int = 100, now: float | None = None) -> list[SourceStats]:
-        """Return up to ``limit`` flagged sources, highest connection rate first."""
-        return self._tracker.top(limit, by="flagged", now=now)
+    def findings(self, now: float | None = None) -> list[Finding]:
+        """Return the live findings, one per pattern raised on a source (see Tracker.findings)."""
+        return self._tracker.findings(now)
+
+    @property
+    def finding_kinds(self) -> Mapping[str, str]:
+        """Pattern -> infraction kind reported when the pattern is raised (enforce=True only)."""
+        return self._finding_kinds
 
     def verdict_totals(self) -> Mapping[Verdict, int]:
         """How many accepts got each verdict since the Guard was made."""
@@ -216,6 +249,22 @@ class _GuardAPI(_GuardBase):
         return self._enforce
 
 
+def _finding_kinds(kinds: Mapping[str, str] | None, bans: BanManager) -> Mapping[str, str]:
+    if kinds is None:
+        return MappingProxyType({})
+    if not isinstance(kinds, Mapping):
+        raise TypeError("finding_kinds must be a mapping of pattern name to infraction kind")
+    known = bans.kinds
+    for pattern, kind in kinds.items():
+        if pattern not in PATTERNS:
+            raise ValueError(f"finding_kinds: {pattern!r} is not a pattern; "
+                             f"patterns are {', '.join(PATTERNS)}")
+        if kind not in known:
+            raise ValueError(f"finding_kinds: {pattern!r} maps to {kind!r}, which the "
+                             "BanManager has no penalty for (BanManager(penalties=...))")
+    return MappingProxyType(dict(kinds))
+
+
 class Guard(_GuardAPI, _GuardTable):
     """What most users embed: one call per accepted connection, one per close.
 
@@ -236,4 +285,11 @@ class Guard(_GuardAPI, _GuardTable):
     connection rates. A source that first reaches the limiter's violation
     or abuse level is reported to the BanManager once per violation window.
     A Guard is also a listener (``connguard.set_listener(guard)``).
+
+    Patterns are reported, not acted on, by default: each is logged the first
+    time a source shows it, counted in metrics and listed by ``findings()``;
+    ``on_finding(finding)`` is called for each one raised. With
+    ``enforce=True`` and ``finding_kinds`` (pattern -> BanManager kind, e.g.
+    ``connguard.guard.FINDING_KINDS``) a raised pattern is reported as that
+    infraction, with the penalty the BanManager gives the kind.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import warnings
@@ -14,7 +15,18 @@ from . import _core
 from ._netblock import NetblockKeyed, netblock_text
 from ._spec import MAX_CAPACITY, MAX_CLASSES, PATTERNS, SKETCH_BITS, RawStats, TopBy, pattern_names
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
-from .events import ACCEPT, CLOSE, Event
+from .events import ACCEPT, CLOSE, Event, byte_count
+from .patterns import (
+    CredentialStuffing,
+    DnsTunnel,
+    Finding,
+    PortScan,
+    SpamRelay,
+    build_limits,
+    check_config,
+    findings_of,
+    usable,
+)
 
 if TYPE_CHECKING:
     # Type checkers see the pure twin's signatures (the compiled core has the
@@ -28,6 +40,8 @@ else:
     _TrackerBase = object
 
 __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
+
+log = logging.getLogger("connguard")
 
 #: Destination classes by port; a port in none of them is "other".
 DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = MappingProxyType({
@@ -80,19 +94,25 @@ def _windowed_distinct(cur: int, prev: int, weight: float) -> int:
     return int(in_cur + only_prev * weight + 0.5)
 
 
-def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, ...], bytes]:
-    """Return the class names (index 0 is "other") and the 65,536-entry port table."""
+def _port_table(port_classes: Mapping[str, Iterable[int]],
+                reserved: tuple[str, ...] = ()) -> tuple[tuple[str, ...], bytes]:
+    """Return the class names (index 0 is "other", ``reserved`` last) and the
+    65,536-entry port table."""
     if not isinstance(port_classes, Mapping):
         raise TypeError("port_classes must be a mapping of class name to ports")
-    limit = MAX_CLASSES - 1
+    limit = MAX_CLASSES - 1 - len(reserved)
     if len(port_classes) > limit:
-        raise ValueError(f"port_classes may name at most {limit} classes, got {len(port_classes)}")
+        why = f" (the login watch-list takes a class)" if reserved else ""
+        raise ValueError(f"port_classes may name at most {limit} classes{why}, "
+                         f"got {len(port_classes)}")
     names = ["other"]
     table = bytearray(65536)
     owner: dict[int, str] = {}
     for name, ports in port_classes.items():
-        if not isinstance(name, str) or not name or name == "other":
-            raise ValueError(f"port class names must be non-empty str other than 'other', got {name!r}")
+        if not isinstance(name, str) or not name or name == "other" or name in reserved:
+            taken = ", ".join(repr(n) for n in ("other", *reserved))
+            raise ValueError(f"port class names must be non-empty str other than {taken}, "
+                             f"got {name!r}")
         if isinstance(ports, (str, bytes)) or not isinstance(ports, Iterable):
             raise TypeError(f"ports of class {name!r} must be an iterable of int")
         names.append(name)
@@ -102,7 +122,7 @@ def _port_table(port_classes: Mapping[str, Iterable[int]]) -> tuple[tuple[str, .
                 raise ValueError(f"port {port} is in two classes: {owner[port]!r} and {name!r}")
             owner[port] = name
             table[port] = len(names) - 1
-    return tuple(names), bytes(table)
+    return (*names, *reserved), bytes(table)
 
 
 class RefusedCloses:
@@ -157,6 +177,11 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         clock: Callable[[], float] | None = None,
         shards: int = 64,
         seed: int | None = None,
+        spam_relay: SpamRelay | None = SpamRelay(),
+        port_scan: PortScan | None = PortScan(),
+        credential_stuffing: CredentialStuffing | None = CredentialStuffing(),
+        dns_tunnel: DnsTunnel | None = DnsTunnel(),
+        on_finding: Callable[[Finding], object] | None = None,
     ) -> None:
         self._set_prefixes(ipv4_prefix, ipv6_prefix)
         capacity = int_arg("capacity", capacity, 1, MAX_CAPACITY)
@@ -167,8 +192,17 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         self._thresholds = MappingProxyType({"conn_flood": float(threshold), "conn_rate": rate})
         if overflow not in _OVERFLOW:
             raise ValueError(f"overflow must be 'permissive' or 'deny', got {overflow!r}")
+        configs = {name: check_config(name, value) for name, value in (
+            ("spam_relay", spam_relay), ("port_scan", port_scan),
+            ("credential_stuffing", credential_stuffing), ("dns_tunnel", dns_tunnel))}
+        login_hosts = credential_stuffing.login_hosts if credential_stuffing else ()
         self._class_names, table = _port_table(
-            DEFAULT_PORT_CLASSES if port_classes is None else port_classes)
+            DEFAULT_PORT_CLASSES if port_classes is None else port_classes,
+            ("login",) if login_hosts else ())
+        self._patterns = MappingProxyType(usable(configs, self._class_names))
+        self._limits = build_limits(self._patterns, self._class_names)
+        self._finding_callbacks: tuple[Callable[[Finding], object], ...] = ()
+        self._finding_errors = 0                     # guarded by _unattributed_lock
         self._unattributed = 0
         self._unattributed_lock = threading.Lock()   # guards _unattributed; error path only
         self._refused = RefusedCloses()
@@ -177,7 +211,67 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
             concurrent_threshold=threshold, rate_threshold=rate,
             ipv4_prefix=self._ipv4_prefix, ipv6_prefix=self._ipv6_prefix,
             deny=overflow == "deny", port_classes=table, clock=callable_arg("clock", clock),
-            seed=seed_arg(seed))
+            seed=seed_arg(seed), patterns=self._limits,
+            watch=tuple(_core.core.host_hash(h) for h in login_hosts),
+            watch_class=len(self._class_names) - 1 if login_hosts else 0)
+        if on_finding is not None:
+            self.add_finding_callback(callable_arg("on_finding", on_finding))
+
+    def add_finding_callback(self, callback: Callable[[Finding], object]) -> None:
+        """Call ``callback(finding)`` for every pattern raised on a source from now on.
+
+        It runs on the thread that accepted or closed the connection, after
+        the shard lock is released; an exception it raises is logged and
+        counted in ``finding_errors``, never raised into the caller.
+        """
+        self._finding_callbacks = (*self._finding_callbacks, callback)
+        self.set_finding_hook(self._emit_findings)
+
+    def _emit_findings(self, source: object, bits: int, now: float) -> None:
+        try:
+            _, hi, lo = self.source_key(source)  # type: ignore[arg-type]
+            pair = self.record_raw(hi, lo, now)
+        except (TypeError, ValueError):
+            return
+        if pair is None:
+            return
+        raw, record = pair
+        raw = raw._replace(patterns=raw.patterns & bits)
+        for finding in findings_of(self._netblock(raw), raw, record, self._limits,
+                                   self._thresholds, self._window):
+            for callback in self._finding_callbacks:
+                try:
+                    callback(finding)
+                except Exception:
+                    with self._unattributed_lock:
+                        self._finding_errors += 1
+                    log.exception("connguard: an on_finding callback raised")
+
+    @property
+    def finding_errors(self) -> int:
+        """Exceptions raised by on_finding callbacks (logged, never re-raised)."""
+        return self._finding_errors
+
+    def findings(self, now: float | None = None) -> list[Finding]:
+        """Return the live findings: one per pattern raised on a source.
+
+        Reads only the sources that hold pattern state (every flagged source
+        does), never the whole table. Ordered by when each was raised.
+        """
+        found = [finding for raw, record in self.findings_raw(now)
+                 for finding in findings_of(self._netblock(raw), raw, record, self._limits,
+                                            self._thresholds, self._window)]
+        found.sort(key=lambda f: (f.first_seen, f.source, f.pattern))
+        return found
+
+    @property
+    def pattern_config(self) -> Mapping[str, object]:
+        """Each windowed pattern's configuration object; None when it is off
+        (passed None, or its destination classes are not among class_names)."""
+        return self._patterns
+
+    def _netblock(self, raw: RawStats) -> str:
+        return netblock_text(raw.key_hi, raw.key_lo, self._ipv4_prefix, self._ipv6_prefix)
 
     def __call__(self, event: Event) -> None:
         """Take an event as the process-wide listener (see connguard.set_listener).
@@ -196,7 +290,9 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
                 return
             if event.direction == CLOSE:
                 if not self._refused.take(self, event.source):
-                    self.close(event.source)
+                    self.close(event.source, sent=byte_count(event.sent),
+                               received=byte_count(event.received),
+                               destination=event.destination or None)
                 return
         except (ValueError, TypeError):
             pass
@@ -248,7 +344,7 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         weight = raw.weight
         names = pattern_names(raw.patterns)
         return SourceStats(
-            source=netblock_text(raw.key_hi, raw.key_lo, self._ipv4_prefix, self._ipv6_prefix),
+            source=self._netblock(raw),
             active=raw.active,
             total=raw.total,
             rate=(sum(raw.cls_cur) + sum(raw.cls_prev) * weight) / self._window,
@@ -297,9 +393,16 @@ class Tracker(_TrackerAPI, _SourceTable):
     """Count connections per source netblock and flag abuse patterns.
 
     ``accept(source, destination="", now=None) -> bool`` and
-    ``close(source, now=None) -> bool`` are the hot path, straight into the
-    core: one address parse, one shard lock, no Python object created for a
-    source already tracked. ``concurrent_threshold`` defaults to 256:
+    ``close(source, now=None, *, sent=None, received=None, destination=None)
+    -> bool`` are the hot path, straight into the core: one address parse,
+    one shard lock, no Python object created for a source already tracked.
+    ``sent``/``received`` are the bytes the source sent and received on the
+    closed connection (None: unknown; 0: nothing, the mark of a failed or
+    empty connection); a close names no destination unless given one, so
+    its bytes count for the source as a whole. The windowed patterns
+    (``spam_relay``, ``port_scan``, ``credential_stuffing``, ``dns_tunnel``)
+    each take a configuration object from connguard.patterns, or None to
+    turn one off; ``on_finding(finding)`` is called for each raised one. ``concurrent_threshold`` defaults to 256:
     ordinary busy clients behind a proxy hold 100+ concurrent flows, so a
     lower threshold (10 suits a WebSocket relay) flags them all.
     """

@@ -12,6 +12,7 @@ Nothing under a lock calls user code or raises on valid input.
 """
 
 from .bans import BanTable
+from .destinations import host_hash
 from .guard import GuardTable
 from .limits import BucketTable
 from .parse import default_clock, parse_source
@@ -26,5 +27,6 @@ __all__ = [
     "ShardedTable",
     "SourceTable",
     "default_clock",
+    "host_hash",
     "parse_source",
 ]

@@ -46,8 +46,20 @@ def _text_hash(text: str, seed: int, fold_case: bool) -> int:
     return h
 
 
-def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
-    """Return (class, host_bit, port_bit); unparsable text counts as "other"."""
+def host_hash(host: str) -> int:
+    """The hash a destination host is known by (ASCII case folded): watch-lists hold these."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be str, not {type(host).__name__}")
+    return _text_hash(host, FNV_OFFSET, True)
+
+
+def classify(destination: object, port_class: bytes, watch: frozenset[int] = frozenset(),
+             watch_class: int = 0) -> tuple[int, int, int]:
+    """Return (class, host_bit, port_bit); unparsable text counts as "other".
+
+    A host on the watch-list (its host_hash in ``watch``) is of class
+    ``watch_class`` whatever its port.
+    """
     if destination is None:
         return 0, 0, 0
     if not isinstance(destination, str):
@@ -71,7 +83,9 @@ def classify(destination: object, port_class: bytes) -> tuple[int, int, int]:
             port = _port_in(destination[colon + 1:])
             if port >= 0:
                 host = destination[:colon]
-    host_bit = sketch_bit(_text_hash(host, FNV_OFFSET, True))
-    if port >= 0:
-        return port_class[port], host_bit, sketch_bit(port ^ PORT_SALT)
-    return 0, host_bit, 0
+    h = _text_hash(host, FNV_OFFSET, True)
+    host_bit = sketch_bit(h)
+    port_bit = sketch_bit(port ^ PORT_SALT) if port >= 0 else 0
+    if watch and h in watch:
+        return watch_class, host_bit, port_bit
+    return (port_class[port] if port >= 0 else 0), host_bit, port_bit

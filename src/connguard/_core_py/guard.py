@@ -8,7 +8,6 @@ from typing import Any
 
 from .._spec import LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Take
 from .bans import BanTable, ban_active
-from .destinations import classify
 from .limits import BucketTable, limit_take
 from .sources import SourceTable, tracker_accept, tracker_close
 
@@ -52,7 +51,7 @@ class GuardTable:
     def _decide(self, source: str, destination: str | None, now: float | None) -> int:
         tracker = self._sources
         _, hi, lo = tracker._key(source)
-        d = classify(destination, tracker._port_class)
+        d = tracker._classify(destination)
         t = tracker._now(now)
         reason = Reason.NONE
         if self._ban_table is not None and ban_active(
@@ -79,15 +78,25 @@ class GuardTable:
         counted = tracker_accept(tracker, hi, lo, d, t)
         if counted == 0 and tracker._cfg.deny:
             return (reason or Reason.OVERFLOW) + REFUSED
-        if counted >> 8 and self._on_flag is not None:
-            self._on_flag(source, counted >> 8)
+        self._announce(source, counted, t)
         return reason
+
+    def _announce(self, source: str, counted: int, t: float) -> None:
+        """Tell of patterns an accept or close raised; no lock is held here."""
+        if counted >> 16 and self._on_flag is not None:
+            self._on_flag(source, counted >> 16)
+        hook = self._sources._on_finding
+        if counted >> 8 & 0xFF and hook is not None:
+            hook(source, counted >> 8 & 0xFF, t)
 
     def verdict_counts(self) -> tuple[int, ...]:
         """Return how many times each verdict was returned, by verdict index."""
         with self._counts_lock:
             return tuple(self._counts)
 
-    def close(self, source: str, now: float | None = None) -> bool:
+    def close(self, source: str, now: float | None = None, *, sent: int | None = None,
+              received: int | None = None, destination: str | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self._sources, source, now)
+        counted, t = tracker_close(self._sources, source, now, sent, received, destination)
+        self._announce(source, counted, t)
+        return counted != 0

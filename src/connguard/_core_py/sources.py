@@ -7,13 +7,40 @@ import math
 import sys
 from collections.abc import Callable
 
-from .._spec import COUNT_MAX, MAX_ACTIVE, MAX_CLASSES, Pattern, RawStats, TopBy
+from .._spec import (
+    COUNT_MAX,
+    MAX_ACTIVE,
+    Group,
+    MAX_CLASSES,
+    PATTERN_STATE_MAX,
+    PATTERN_STATE_MIN,
+    PATTERN_STATE_RATIO,
+    Pattern,
+    PatternLimits,
+    RawRecord,
+    RawStats,
+    TopBy,
+)
 from .destinations import classify
+from .patterns import (
+    Pool,
+    Record,
+    accept_triggers,
+    count_accept,
+    count_close,
+    evaluate,
+    live_patterns,
+    mark_timed,
+    raw_record,
+    record_roll,
+    seed,
+)
 from .table import Header, ShardedTable, Table, table_flags_changed
 
 # Plain ints: IntFlag arithmetic would cost on every accept.
 _FLOOD = int(Pattern.CONN_FLOOD)
 _RATE = int(Pattern.CONN_RATE)
+_ALL_GROUPS = (1 << len(Group)) - 1          # a new record: every pattern is judged
 
 
 class Entry(Header):
@@ -63,14 +90,15 @@ def accept_rate(e: Entry, now: float, window: float) -> float:
 
 
 class Config:
-    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "deny")
+    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "deny", "lim")
 
     def __init__(self, window: float, rate_threshold: float, concurrent_threshold: int,
-                 deny: bool) -> None:
+                 deny: bool, lim: PatternLimits) -> None:
         self.window = window
         self.rate_threshold = rate_threshold
         self.concurrent_threshold = concurrent_threshold
         self.deny = deny              # no room: refuse (else count open, untracked)
+        self.lim = lim                # the windowed patterns' thresholds
 
 
 def advance(e: Entry, now: float, window: float) -> float:
@@ -97,18 +125,26 @@ def advance(e: Entry, now: float, window: float) -> float:
 
 def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
                  cfg: Config) -> int:
-    """Count one accepted connection; 0 when there was no room, else 1, plus
-    (bits << 8) for patterns raised on this source for the first time."""
+    """Count one accepted connection; 0 when there was no room, else
+    1 | raised << 8 | first << 16: the pattern bits this accept raised, and
+    those raised on this source for the first time."""
+    cls, host_bit, port_bit = d
     e = self.find(hi, lo)
+    # Counted here once for every accept, and taken back on the rare refusals.
+    self.class_accepts[cls] += 1
     if e is None:
         e = self.insert(hi, lo, now)
         if e is None:
-            if not cfg.deny:
+            if cfg.deny:
+                self.class_accepts[cls] -= 1
+            else:
                 self.open_untracked(hi, lo)
             return 0
     elif e.active == MAX_ACTIVE:                 # saturated: counted open, untracked
         self.overflows += 1
-        if not cfg.deny:
+        if cfg.deny:
+            self.class_accepts[cls] -= 1
+        else:
             self.open_untracked(hi, lo)
         return 0
     else:
@@ -119,7 +155,6 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
         self.active_sources += 1
     self.active_connections += 1
     e.total += 1
-    cls, host_bit, port_bit = d
     if e.cls_cur[cls] < COUNT_MAX:
         e.cls_cur[cls] += 1
     e.hosts_cur |= host_bit
@@ -127,23 +162,78 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
     if e.active >= cfg.concurrent_threshold:
         e.patterns |= _FLOOD
     update_rate_flag(e, now, cfg)
-    if before != e.patterns:
-        table_flags_changed(self, before, e.patterns)
-    fresh: int = e.patterns & ~e.reported
-    e.reported |= fresh
-    return 1 | (fresh << 8)
+    if e.rare or accept_triggers(cfg.lim, cls, e.cls_cur[cls], e.ports_cur | e.ports_prev,
+                                 e.patterns):
+        _accept_record(self, e, d, before, now, cfg)
+    return _raised(self, e, before)
 
 
-def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
-    """Count one closed connection; an unknown or idle source is a no-op.
+def _accept_record(self: Table, e: Entry, d: tuple[int, int, int], before: int, now: float,
+                   cfg: Config) -> None:
+    """An accept's pattern-state work (most accepts need none)."""
+    r: Record | None
+    dirty = _ALL_GROUPS
+    if e.rare:
+        r = _record_at(self, e, now, cfg)
+        dirty = count_accept(r, *d, cfg.lim)
+    else:
+        r = _new_record(self, e, now, cfg)
+    if r is not None:
+        _judge(r, e, before, now, cfg, dirty)
+
+
+def _record_at(self: Table, e: Entry, now: float, cfg: Config) -> Record:
+    assert self.pool is not None
+    r = self.pool.records[e.rare - 1]
+    record_roll(r, now, cfg.lim)
+    return r
+
+
+def _new_record(self: Table, e: Entry, now: float, cfg: Config) -> Record | None:
+    r = self.pool_take(e, now)
+    if r is not None:
+        seed(r, e.cls_cur, e.cls_prev, e.hosts_cur | e.hosts_prev, e.ports_cur | e.ports_prev,
+             cfg.lim)
+    return r
+
+
+def _judge(r: Record, e: Entry, before: int, now: float, cfg: Config, dirty: int) -> None:
+    """Raise or clear e's windowed patterns from its record; date every raised bit."""
+    if r.patterns != before:                     # a new record: nothing dated yet
+        before = 0
+    e.patterns = evaluate(r, e.patterns, now, cfg.lim, dirty)
+    mark_timed(r, before, e.patterns, now)
+    r.patterns = e.patterns
+
+
+def _raised(self: Table, e: Entry, before: int) -> int:
+    """Account for e's pattern change; return 1 | raised << 8 | first << 16."""
+    after: int = e.patterns
+    if before == after:
+        return 1
+    table_flags_changed(self, before, after)
+    raised = after & ~before
+    for bit in range(8):
+        if raised >> bit & 1:
+            self.raised_by[bit] += 1
+    first: int = after & ~e.reported
+    e.reported |= first
+    return 1 | raised << 8 | first << 16
+
+
+def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config, cls: int = -1,
+                sent: int = -1, received: int = -1) -> int:
+    """Count one closed connection; 0 for an unknown or idle source, else as
+    table_accept. ``cls`` is -1 when the destination is unknown, ``sent``
+    and ``received`` -1 when unknown.
 
     A connection that was counted open untracked is closed first.
     """
     if self.untracked and self.close_untracked(hi, lo):
-        return True
+        return 1
     e = self.find(hi, lo)
     if e is None or e.active == 0:
-        return False
+        return 0
     now = advance(e, now, cfg.window)
     before = e.patterns
     e.active -= 1
@@ -152,9 +242,19 @@ def table_close(self: Table, hi: int, lo: int, now: float, cfg: Config) -> bool:
         self.active_sources -= 1
         e.patterns &= ~_FLOOD
     update_rate_flag(e, now, cfg)
-    if before != e.patterns:
-        table_flags_changed(self, before, e.patterns)
-    return True
+    if e.rare or received == 0 or e.patterns:
+        _close_record(self, e, cls, sent, received, before, now, cfg)
+    return _raised(self, e, before)
+
+
+def _close_record(self: Table, e: Entry, cls: int, sent: int, received: int, before: int,
+                  now: float, cfg: Config) -> None:
+    """A close's pattern-state work (see _accept_record)."""
+    fresh = e.rare == 0
+    r = _new_record(self, e, now, cfg) if fresh else _record_at(self, e, now, cfg)
+    if r is not None:
+        dirty = count_close(r, cls, sent, received, now, cfg.lim)
+        _judge(r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
 
 
 def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
@@ -164,64 +264,149 @@ def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
         e.patterns &= ~_RATE
 
 
-def _raw(e: Entry, now: float, window: float) -> RawStats:
-    """Pack a copied entry, advanced to ``now``, for the Python side."""
+def _raw(e: Entry, r: Record | None, now: float, cfg: Config) -> RawStats:
+    """Pack a copied entry (and its copied record), advanced to ``now``, for the Python side."""
     if now < e.stamp:
         now = e.stamp
-    roll(e, now, window)
+    roll(e, now, cfg.window)
+    patterns = e.patterns
+    if r is not None:
+        record_roll(r, max(now, r.stamp), cfg.lim)
+        patterns = live_patterns(r, patterns, max(now, r.stamp), cfg.lim)
     return RawStats(e.key_hi, e.key_lo, e.active, e.total, e.first_seen, e.stamp,
-                    e.patterns, window_weight(now, window), tuple(e.cls_cur), tuple(e.cls_prev),
-                    e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
+                    patterns, window_weight(now, cfg.window), tuple(e.cls_cur),
+                    tuple(e.cls_prev), e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
+
+
+def pool_capacity(capacity: int) -> int:
+    """Pattern-state records for a shard of ``capacity`` sources."""
+    return min(max(-(-capacity // PATTERN_STATE_RATIO), PATTERN_STATE_MIN), PATTERN_STATE_MAX)
 
 
 class SourceTable(ShardedTable):
     """Per-source connection counts in sharded, bounded hash tables.
 
     The public face is connguard.Tracker, which validates arguments and
-    turns the raw tuples returned here into SourceStats.
+    turns the raw tuples returned here into SourceStats and Findings.
+    ``_on_finding``, when set, is called as ``(source, bits, now)`` after the
+    shard lock is released, with the pattern bits an accept or close raised.
     """
+
+    _on_finding: Callable[[object, int, float], object] | None = None
 
     def __init__(self, *, capacity: int, shards: int, window: float,
                  concurrent_threshold: int, rate_threshold: float,
                  ipv4_prefix: int, ipv6_prefix: int, deny: bool,
                  port_classes: bytes, clock: Callable[[], float] | None,
-                 seed: int) -> None:
+                 seed: int, patterns: PatternLimits, watch: tuple[int, ...] = (),
+                 watch_class: int = 0) -> None:
         if len(port_classes) != 65536 or max(port_classes) >= MAX_CLASSES:
             raise ValueError("port_classes must map all 65536 ports to a class id")
+        if not isinstance(patterns, PatternLimits):
+            raise TypeError("patterns must be a PatternLimits")
+        if not 0 <= watch_class < MAX_CLASSES:
+            raise ValueError("watch_class must be a class id")
         self._setup(capacity, shards, Entry, ipv4_prefix, ipv6_prefix, clock, seed)
+        for table in self._tables:
+            table.pool = Pool(pool_capacity(table.capacity))
         self._port_class = bytes(port_classes)
+        self._watch = frozenset(watch)           # host hashes of the login watch-list
+        self._watch_class = watch_class
         self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold),
-                           bool(deny))
+                           bool(deny), patterns)
+
+    def set_finding_hook(self, hook: Callable[[object, int, float], object] | None) -> None:
+        """Set (or clear, with None) the callable told of raised patterns."""
+        self._on_finding = hook
+
+    def _classify(self, destination: object) -> tuple[int, int, int]:
+        return classify(destination, self._port_class, self._watch, self._watch_class)
 
     def accept(self, source: str, destination: str | None = "",
                now: float | None = None) -> bool:
         """Count an accepted connection; False only when overflow="deny" refuses it."""
         _, hi, lo = self._key(source)
-        d = classify(destination, self._port_class)
-        result = tracker_accept(self, hi, lo, d, self._now(now))
+        d = self._classify(destination)
+        t = self._now(now)
+        result = tracker_accept(self, hi, lo, d, t)
+        if result >> 8 & 0xFF and self._on_finding is not None:
+            self._on_finding(source, result >> 8 & 0xFF, t)
         return result != 0 or not self._cfg.deny
 
-    def close(self, source: str, now: float | None = None) -> bool:
-        """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self, source, now)
+    def close(self, source: str, now: float | None = None, *, sent: int | None = None,
+              received: int | None = None, destination: str | None = None) -> bool:
+        """Count a closed connection; return False when there was none to close.
+
+        ``sent`` and ``received`` are the connection's bytes (None: unknown);
+        with ``destination`` its bytes count for that destination's class.
+        """
+        result, t = tracker_close(self, source, now, sent, received, destination)
+        if result >> 8 & 0xFF and self._on_finding is not None:
+            self._on_finding(source, result >> 8 & 0xFF, t)
+        return result != 0
+
+    def _copy_pair(self, hi: int, lo: int) -> tuple[Entry | None, Record | None]:
+        i = self._shard_of(hi, lo)
+        table = self._tables[i]
+        with self._lock_of(i):
+            e = table.copy(hi, lo)
+            if e is None or not e.rare:
+                return e, None
+            assert table.pool is not None
+            return e, table.pool.records[e.rare - 1].copy()
 
     def stats_raw(self, hi: int, lo: int, now: float | None = None) -> RawStats | None:
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         t = self._now(now)
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            e = self._tables[i].copy(hi, lo)
-        return None if e is None else _raw(e, t, self._cfg.window)
+        e, r = self._copy_pair(hi, lo)
+        return None if e is None else _raw(e, r, t, self._cfg)
 
-    def top_raw(self, n: int, by: int, now: float | None = None) -> list[RawStats]:
-        """Return the raw counters of the n highest-ranked sources."""
+    def record_raw(self, hi: int, lo: int,
+                   now: float | None = None) -> tuple[RawStats, RawRecord] | None:
+        """Return one source's raw counters and pattern-state record, or None when it has none."""
         t = self._now(now)
-        window = self._cfg.window
-        # The n best by (score desc, key): n entries held, never the whole table.
-        ranked: list[tuple[float, int, int]] = []
+        e, r = self._copy_pair(hi, lo)
+        if e is None or r is None:
+            return None
+        raw = _raw(e, r, t, self._cfg)
+        return raw, raw_record(r, max(t, r.stamp), self._cfg.lim)
+
+    def findings_raw(self, now: float | None = None) -> list[tuple[RawStats, RawRecord]]:
+        """Return the sources with a pattern live at ``now``, with their records.
+
+        Reads only pattern-state records (every source with a pattern raised
+        has one): O(records), never O(sources). Nothing is changed: a
+        pattern whose evidence has been below its threshold for a full
+        window is left out here, and cleared at the source's next event.
+        """
+        t = self._now(now)
+        found: list[tuple[Entry, Record]] = []
         for i, table in enumerate(self._tables):
             with self._lock_of(i):
-                shard: list[tuple[float, int, int]] = []
+                pool = table.pool
+                assert pool is not None
+                for r in pool.records:
+                    if r.patterns:
+                        found.append((table.find(r.key_hi, r.key_lo).copy(), r.copy()))
+        result = []
+        for e, r in found:
+            raw = _raw(e, r, t, self._cfg)
+            if raw.patterns:
+                result.append((raw, raw_record(r, max(t, r.stamp), self._cfg.lim)))
+        return result
+
+    def top_raw(self, n: int, by: int, now: float | None = None,
+                shard: int | None = None) -> list[RawStats]:
+        """Return the raw counters of the n highest-ranked sources (of one shard, if given)."""
+        t = self._now(now)
+        window = self._cfg.window
+        shards = range(len(self._tables)) if shard is None else [self._shard_arg(shard)]
+        # The n best by (score desc, key): n entries held, never the whole table.
+        ranked: list[tuple[float, int, int]] = []
+        for i in shards:
+            table = self._tables[i]
+            with self._lock_of(i):
+                scored: list[tuple[float, int, int]] = []
                 for e in table.entries:
                     if by == TopBy.FLAGGED and not e.patterns:
                         continue
@@ -234,8 +419,8 @@ class SourceTable(ShardedTable):
                         at = t if t > c.stamp else c.stamp
                         roll(c, at, window)
                         score = accept_rate(c, at, window)
-                    shard.append((-score, e.key_hi, e.key_lo))
-            ranked = heapq.nsmallest(n, ranked + heapq.nsmallest(n, shard))
+                    scored.append((-score, e.key_hi, e.key_lo))
+            ranked = heapq.nsmallest(n, ranked + heapq.nsmallest(n, scored))
         result = []
         for _, hi, lo in ranked:
             raw = self.stats_raw(hi, lo, t)
@@ -243,19 +428,72 @@ class SourceTable(ShardedTable):
                 result.append(raw)
         return result
 
+    def _shard_arg(self, shard: object) -> int:
+        if not isinstance(shard, int) or not 0 <= shard < len(self._tables):
+            raise ValueError(f"shard must be an int in [0, {len(self._tables)}), got {shard!r}")
+        return shard
+
+    def class_accepts(self) -> tuple[int, ...]:
+        """Return the accepts counted so far, by destination class id."""
+        sums = [0] * MAX_CLASSES
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                sums = [a + b for a, b in zip(sums, table.class_accepts, strict=True)]
+        return tuple(sums)
+
+    def raised_by(self) -> tuple[int, ...]:
+        """Return how many times each pattern was raised (PATTERN_BITS order)."""
+        sums = [0] * 8
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                sums = [a + b for a, b in zip(sums, table.raised_by, strict=True)]
+        return tuple(sums[:len(Pattern)])
+
+    def pattern_state(self) -> tuple[int, int, int]:
+        """Return (records in use, records the pools may hold, records wanted when
+        a pool had none to spare), summed over the shards."""
+        used = capacity = full = 0
+        for i, table in enumerate(self._tables):
+            with self._lock_of(i):
+                pool = table.pool
+                assert pool is not None
+                used, capacity, full = used + pool.used, capacity + pool.capacity, full + pool.full
+        return used, capacity, full
+
     def memory_bytes(self) -> int:
-        """Return the bytes held by the tables, their lists and the port classes."""
-        return super().memory_bytes() + sys.getsizeof(self._port_class) + sum(
+        """Return the bytes held by the tables, their lists, records and the port classes."""
+        total = super().memory_bytes() + sys.getsizeof(self._port_class) + sum(
             sys.getsizeof(e.cls_cur) + sys.getsizeof(e.cls_prev)
             for t in self._tables for e in list(t.entries))
+        for t in self._tables:
+            assert t.pool is not None
+            total += sum(sys.getsizeof(r) for r in list(t.pool.records))
+        return total
 
 
-def tracker_close(tracker: SourceTable, source: str, now: float | None) -> bool:
+def _bytes_arg(name: str, value: object) -> int:
+    """-1 for None, else a byte count (an int >= 0)."""
+    if value is None:
+        return -1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return min(value, 2**63 - 1)
+
+
+def tracker_close(tracker: SourceTable, source: str, now: float | None, sent: object = None,
+                  received: object = None, destination: object = None) -> tuple[int, float]:
+    """Close one connection of ``source``; return table_close's result and the time used."""
     _, hi, lo = tracker._key(source)
+    n_sent = _bytes_arg("sent", sent)
+    n_received = _bytes_arg("received", received)
+    cls = -1 if destination is None else tracker._classify(destination)[0]
     t = tracker._now(now)
     i = tracker._shard_of(hi, lo)
     with tracker._lock_of(i):
-        return table_close(tracker._tables[i], hi, lo, t, tracker._cfg)
+        return table_close(tracker._tables[i], hi, lo, t, tracker._cfg, cls, n_sent,
+                           n_received), t
 
 
 def tracker_accept(tracker: SourceTable, hi: int, lo: int, d: tuple[int, int, int], t: float) -> int:

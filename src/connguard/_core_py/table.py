@@ -22,6 +22,7 @@ from .._spec import (
     Broken,
 )
 from .parse import _M64, _check_str, default_clock, fmix64, key_hash, source_key
+from .patterns import Pool, Record
 
 
 class Header:
@@ -32,7 +33,7 @@ class Header:
     bucket was last refilled.
     """
 
-    __slots__ = ("key_hi", "key_lo", "stamp", "active", "patterns", "reported")
+    __slots__ = ("key_hi", "key_lo", "stamp", "active", "patterns", "reported", "rare")
 
     def __init__(self, hi: int, lo: int, now: float) -> None:
         self.key_hi = hi
@@ -41,6 +42,7 @@ class Header:
         self.active = 0           # > 0: never evicted
         self.patterns = 0         # Pattern bits (source entries)
         self.reported = 0         # pattern bits already announced (logged once per pattern)
+        self.rare = 0             # number of the entry's pattern-state record; 0 for none
 
     def copy(self) -> Any:
         other = object.__new__(type(self))
@@ -80,6 +82,9 @@ class Table:
         # absorbed here instead of closing a tracked connection.
         self.untracked: dict[tuple[int, int], int] = {}
         self.untracked_lost = 0              # untracked opens that found no slot
+        self.pool: Pool | None = None        # pattern-state records (source tables only)
+        self.class_accepts = [0] * 8         # accepts counted, by destination class
+        self.raised_by = [0] * 8             # times each Pattern bit was raised
 
     def next_random(self) -> int:
         x = self.rng
@@ -96,6 +101,8 @@ class Table:
 
     def remove(self, pos: int) -> None:
         e = self.entries[pos]
+        if e.rare:
+            self.pool_release(e.rare)
         del self.index[(e.key_hi, e.key_lo)]
         last = self.entries.pop()
         if pos != len(self.entries):
@@ -140,6 +147,41 @@ class Table:
             return False
         self.remove(pos)
         return True
+
+    def pool_take(self, e: Any, now: float) -> Record | None:
+        """Give entry ``e`` a fresh pattern-state record; None when the pool has none to spare."""
+        pool = self.pool
+        assert pool is not None
+        if pool.free:
+            number = pool.free.pop()
+        elif len(pool.records) < pool.capacity:
+            pool.records.append(Record())
+            number = len(pool.records)
+        else:
+            number = 0
+            for _ in range(EVICTION_SAMPLES):
+                i = self.next_random() % pool.capacity
+                r = pool.records[i]
+                if r.patterns == 0 and (number == 0 or r.stamp < pool.records[number - 1].stamp):
+                    number = i + 1
+            if number == 0:
+                pool.full += 1
+                return None
+            r = pool.records[number - 1]
+            self.find(r.key_hi, r.key_lo).rare = 0
+            pool.used -= 1
+        pool.used += 1
+        r = pool.records[number - 1]
+        r.reset(e.key_hi, e.key_lo, now)
+        e.rare = number
+        return r
+
+    def pool_release(self, number: int) -> None:
+        pool = self.pool
+        assert pool is not None
+        pool.records[number - 1].patterns = 0
+        pool.free.append(number)
+        pool.used -= 1
 
     def copy(self, hi: int, lo: int) -> Any:
         """Return a copy of the entry for a key, or None when there is none."""
@@ -196,6 +238,18 @@ def table_check(self: Table) -> int:
             return Broken.FLAGGED_BY
     if len(self.untracked) > UNTRACKED_SLOTS or any(c <= 0 for c in self.untracked.values()):
         return Broken.UNTRACKED
+    pool = self.pool
+    owners = [e for e in self.entries if e.rare]
+    if pool is None:
+        return Broken.PATTERN_STATE if owners else Broken.NONE
+    numbers = {e.rare for e in owners}
+    if (len(numbers) != len(owners) or pool.used != len(owners)
+            or len(pool.records) > pool.capacity
+            or numbers & set(pool.free) or len(numbers) + len(pool.free) != len(pool.records)
+            or any(pool.records[e.rare - 1].key_hi != e.key_hi
+                   or pool.records[e.rare - 1].key_lo != e.key_lo
+                   or pool.records[e.rare - 1].patterns != e.patterns for e in owners)):
+        return Broken.PATTERN_STATE
     return Broken.NONE
 
 

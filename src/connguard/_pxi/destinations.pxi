@@ -7,6 +7,14 @@ cdef struct Destination:
     uint64_t port_bit    # one bit of the distinct-ports sketch, 0 for none
 
 
+cdef struct Classes:
+    # How a destination is classed: by port, unless its host is watched.
+    const uint8_t* port_class     # 65,536 entries: port -> class id
+    const uint64_t* watch         # host hashes of the watch-list, sorted
+    Py_ssize_t watch_n
+    uint8_t watch_class           # the class of a watched host, whatever its port
+
+
 cdef inline uint64_t sketch_bit(uint64_t h) noexcept nogil:
     return (<uint64_t>1) << (fmix64(h) >> 58)
 
@@ -97,8 +105,32 @@ cdef Py_ssize_t _find(int kind, void* data, Py_ssize_t start, Py_ssize_t end, ui
     return -1
 
 
-cdef int classify(object destination, const uint8_t* port_class, Destination* d) except -1:
-    """Fill ``d`` for a destination; unparsable text counts as class "other"."""
+cdef bint _watched(const Classes* classes, uint64_t h) noexcept nogil:
+    """Binary search of the sorted watch-list."""
+    cdef Py_ssize_t low = 0, high = classes.watch_n, mid
+    while low < high:
+        mid = (low + high) >> 1
+        if classes.watch[mid] < h:
+            low = mid + 1
+        else:
+            high = mid
+    return low < classes.watch_n and classes.watch[low] == h
+
+
+def host_hash(host):
+    """The hash a destination host is known by (ASCII case folded): watch-lists hold these."""
+    if not PyUnicode_Check(host):
+        raise TypeError(f"host must be str, not {type(host).__name__}")
+    return _text_hash(PyUnicode_KIND(host), PyUnicode_DATA(host), 0, PyUnicode_GET_LENGTH(host),
+                      _FNV_OFFSET, True)
+
+
+cdef int classify(object destination, const Classes* classes, Destination* d) except -1:
+    """Fill ``d`` for a destination; unparsable text counts as class "other".
+
+    A host on the watch-list is of the watch class whatever its port.
+    """
+    cdef uint64_t h
     cdef Py_ssize_t n, close_at, colon, host_start = 0, host_end
     cdef int kind, port = -1
     cdef void* data
@@ -132,8 +164,11 @@ cdef int classify(object destination, const uint8_t* port_class, Destination* d)
             port = _port_in(kind, data, colon + 1, n)
             if port >= 0:
                 host_end = colon
-    d.host_bit = sketch_bit(_text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True))
+    h = _text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True)
+    d.host_bit = sketch_bit(h)
     if port >= 0:
         d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
-        d.cls = port_class[port]
+        d.cls = classes.port_class[port]
+    if classes.watch_n and _watched(classes, h):
+        d.cls = classes.watch_class
     return 0

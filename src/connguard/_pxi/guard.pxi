@@ -52,7 +52,7 @@ cdef class GuardTable:
         cdef uint32_t violations = 0
         cdef SourceTable tracker = self._sources
         tracker._key(source, &hi, &lo)
-        classify(destination, tracker._port_class, &d)
+        classify(destination, &tracker._classes, &d)
         cdef double t = tracker._now(now)
         if self._ban_table is not None and ban_active(
                 self._ban_table, hi, lo,
@@ -76,15 +76,29 @@ cdef class GuardTable:
         counted = tracker_accept(tracker, hi, lo, &d, t)
         if counted == 0 and tracker._cfg.deny:
             return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
-        if counted >> 8 and self._on_flag is not None:
-            self._on_flag(source, counted >> 8)      # no lock is held here
+        if counted >> 8:
+            self._announce(source, counted, t)
         return reason
+
+    cdef int _announce(self, object source, int counted, double t) except -1:
+        """Tell of patterns an accept or close raised; no lock is held here."""
+        if counted >> 16 and self._on_flag is not None:
+            self._on_flag(source, counted >> 16)
+        hook = self._sources._on_finding
+        if (counted >> 8) & 0xFF and hook is not None:
+            hook(source, (counted >> 8) & 0xFF, t)
+        return 0
 
     def verdict_counts(self):
         """Return how many times each verdict was returned, by verdict index."""
         return tuple([self._counts[i] for i in range(VERDICT_CODES)])
 
     @cython.binding(False)
-    def close(self, source, now=None):
+    def close(self, source, now=None, *, sent=None, received=None, destination=None):
         """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self._sources, source, now)
+        cdef double t
+        cdef int counted = tracker_close(self._sources, source, now, sent, received,
+                                         destination, &t)
+        if counted >> 8:
+            self._announce(source, counted, t)
+        return counted != 0

@@ -20,6 +20,7 @@ cdef struct Config:
     double rate_threshold     # accepts per second; +inf is off
     uint32_t concurrent_threshold
     bint deny                 # no room: refuse (else count open, untracked)
+    PatternConfig lim         # the windowed patterns' thresholds
 
 
 cdef inline double fast_floor(double x) noexcept nogil:
@@ -94,21 +95,27 @@ cdef inline double accept_rate(Entry* e, double now, double window) noexcept nog
 
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
                       double now, const Config* cfg, uint64_t seed) noexcept nogil:
-    """Count one accepted connection; 0 when there was no room, else 1, plus
-    (bits << 8) for patterns raised on this source for the first time."""
-    cdef uint8_t fresh
+    """Count one accepted connection; 0 when there was no room, else
+    1 | raised << 8 | first << 16: the pattern bits this accept raised, and
+    those raised on this source for the first time."""
     cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
+    # Counted here once for every accept, and taken back on the rare refusals.
+    self.class_accepts[d.cls] += 1
     if e == NULL:
         e = <Entry*>table_insert(self, hi, lo, h, now, seed)
         if e == NULL:
-            if not cfg.deny:
+            if cfg.deny:
+                self.class_accepts[d.cls] -= 1
+            else:
                 table_open_untracked(self, hi, lo)
             return 0
         e.first_seen = now
     elif e.hdr.active == _MAX_ACTIVE:            # saturated: counted open, untracked
         self.overflows += 1
-        if not cfg.deny:
+        if cfg.deny:
+            self.class_accepts[d.cls] -= 1
+        else:
             table_open_untracked(self, hi, lo)
         return 0
     else:
@@ -126,26 +133,100 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     if e.hdr.active >= cfg.concurrent_threshold:
         e.hdr.patterns |= _FLOOD
     update_rate_flag(e, now, cfg)
-    if before != e.hdr.patterns:
-        table_flags_changed(self, before, e.hdr.patterns)
-    fresh = e.hdr.patterns & ~e.hdr.reported
-    e.hdr.reported |= fresh
-    return 1 | (fresh << 8)
+    if e.hdr.rare or accept_triggers(&cfg.lim, d.cls, e.cls_cur[d.cls],
+                                     e.ports_cur | e.ports_prev, e.hdr.patterns):
+        _accept_record_fn(self, e, d, before, now, cfg, seed)
+    return _raised(self, e, before)
 
 
-cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
-                      const Config* cfg) noexcept nogil:
-    """Count one closed connection; an unknown or idle source is a no-op.
+cdef void _accept_record(Table* self, Entry* e, Destination* d, uint8_t before, double now,
+                         const Config* cfg, uint64_t seed) noexcept nogil:
+    """An accept's pattern-state work: kept out of table_accept, which most
+    accepts leave without it, so that one stays small enough to inline."""
+    cdef Record* r
+    cdef int dirty = _ALL_GROUPS
+    if e.hdr.rare:
+        r = _record_at(self, e, now, cfg)
+        dirty = count_accept(r, d.cls, d.host_bit, d.port_bit, &cfg.lim)
+    else:
+        r = _new_record(self, e, now, cfg, seed)
+    if r != NULL:
+        _judge(r, e, before, now, cfg, dirty)
+
+
+cdef inline Record* _record_at(Table* self, Entry* e, double now, const Config* cfg) noexcept nogil:
+    cdef Record* r = &self.pool[e.hdr.rare - 1]
+    record_roll(r, now, &cfg.lim)
+    return r
+
+
+cdef Record* _new_record(Table* self, Entry* e, double now, const Config* cfg,
+                         uint64_t seed) noexcept nogil:
+    cdef Record* r = pool_take(self, &e.hdr, now, seed)
+    if r != NULL:
+        seed_record(r, e.cls_cur, e.cls_prev, e.hosts_cur | e.hosts_prev,
+                    e.ports_cur | e.ports_prev, &cfg.lim)
+    return r
+
+
+cdef void _judge(Record* r, Entry* e, uint8_t before, double now, const Config* cfg,
+                 int dirty) noexcept nogil:
+    """Raise or clear e's windowed patterns from its record; date every raised bit."""
+    if r.patterns != before:                     # a new record: nothing dated yet
+        before = 0
+    e.hdr.patterns = evaluate(r, e.hdr.patterns, now, &cfg.lim, dirty)
+    mark_timed(r, before, e.hdr.patterns, now)
+    r.patterns = e.hdr.patterns
+
+
+cdef inline int _raised(Table* self, Entry* e, uint8_t before) noexcept nogil:
+    """Account for e's pattern change; return 1 | raised << 8 | first << 16."""
+    if before == e.hdr.patterns:                 # nearly always: nothing changed
+        return 1
+    return _flags_changed(self, e, before)
+
+
+cdef int _flags_changed(Table* self, Entry* e, uint8_t before) noexcept nogil:
+    cdef uint8_t after = e.hdr.patterns, raised, first
+    cdef int bit
+    table_flags_changed(self, before, after)
+    raised = after & ~before
+    for bit in range(8):
+        if (raised >> bit) & 1:
+            self.raised_by[bit] += 1
+    first = after & ~e.hdr.reported
+    e.hdr.reported |= first
+    return 1 | (raised << 8) | (first << 16)
+
+
+# The pattern-state paths are called through pointers set at import: a
+# compiler inlines a static function with one caller whatever its size, and
+# these two would make table_accept and table_close, which most events
+# leave without them, too big to be inlined into accept and close.
+cdef void (*_accept_record_fn)(Table*, Entry*, Destination*, uint8_t, double, const Config*,
+                               uint64_t) noexcept nogil
+cdef void (*_close_record_fn)(Table*, Entry*, int, int64_t, int64_t, uint8_t, double,
+                              const Config*, uint64_t) noexcept nogil
+_accept_record_fn = _accept_record
+_close_record_fn = _close_record
+
+
+cdef int table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double now,
+                     const Config* cfg, int cls, int64_t sent, int64_t received,
+                     uint64_t seed) noexcept nogil:
+    """Count one closed connection; 0 for an unknown or idle source, else as
+    table_accept. ``cls`` is -1 when the destination is unknown, ``sent``
+    and ``received`` -1 when unknown.
 
     A connection that was counted open untracked is closed first.
     """
     cdef Entry* e
     cdef uint8_t before
     if self.untracked_n and table_close_untracked(self, hi, lo):
-        return True
+        return 1
     e = <Entry*>table_find(self, hi, lo, h)
     if e == NULL or e.hdr.active == 0:
-        return False
+        return 0
     now = advance(e, now, cfg.window)
     before = e.hdr.patterns
     e.hdr.active -= 1
@@ -154,9 +235,21 @@ cdef bint table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double 
         self.active_sources -= 1
         e.hdr.patterns &= ~_FLOOD
     update_rate_flag(e, now, cfg)
-    if before != e.hdr.patterns:
-        table_flags_changed(self, before, e.hdr.patterns)
-    return True
+    if e.hdr.rare or received == 0 or e.hdr.patterns:
+        _close_record_fn(self, e, cls, sent, received, before, now, cfg, seed)
+    return _raised(self, e, before)
+
+
+cdef void _close_record(Table* self, Entry* e, int cls, int64_t sent, int64_t received,
+                        uint8_t before, double now, const Config* cfg, uint64_t seed) noexcept nogil:
+    """A close's pattern-state work (see _accept_record)."""
+    cdef Record* r
+    cdef int dirty
+    cdef bint fresh = e.hdr.rare == 0
+    r = _new_record(self, e, now, cfg, seed) if fresh else _record_at(self, e, now, cfg)
+    if r != NULL:
+        dirty = count_close(r, cls, sent, received, now, &cfg.lim)
+        _judge(r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
 
 
 cdef inline void update_rate_flag(Entry* e, double now, const Config* cfg) noexcept nogil:
@@ -186,17 +279,41 @@ cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
     return 0
 
 
-cdef inline bint tracker_close(SourceTable tracker, object source, object now) except -1:
+cdef int64_t _bytes_arg(str name, object value) except -2:
+    """-1 for None, else a byte count (an int >= 0; clamped to 2**63 - 1)."""
+    if value is None:
+        return -1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return min(value, 0x7FFFFFFFFFFFFFFF)
+
+
+cdef inline int tracker_close(SourceTable tracker, object source, object now, object sent,
+                              object received, object destination, double* t) except -1:
+    """Close one connection of ``source``; return table_close's result, the time used in t."""
     cdef uint64_t hi, lo
+    cdef int64_t n_sent = -1, n_received = -1
+    cdef int cls = -1
+    cdef Destination d
     tracker._key(source, &hi, &lo)
-    cdef double t = tracker._now(now)
+    if sent is not None:
+        n_sent = _bytes_arg("sent", sent)
+    if received is not None:
+        n_received = _bytes_arg("received", received)
+    if destination is not None:
+        classify(destination, &tracker._classes, &d)
+        cls = d.cls
+    t[0] = tracker._now(now)
     cdef uint64_t h = key_hash(hi, lo, tracker._seed)
     cdef Py_ssize_t i = h & tracker._shard_mask
-    cdef bint closed
+    cdef int result
     shard_lock(tracker, i)
-    closed = table_close(&tracker._tables[i], hi, lo, h, t, &tracker._cfg)
+    result = table_close(&tracker._tables[i], hi, lo, h, t[0], &tracker._cfg, cls, n_sent,
+                         n_received, tracker._seed)
     shard_unlock(tracker, i)
-    return closed
+    return result
 
 
 cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, Destination* d,
@@ -272,13 +389,18 @@ cdef void _heap_replace_top(Ranked* heap, Py_ssize_t filled, Ranked* r) noexcept
     heap[i] = r[0]
 
 
-cdef object _raw(Entry* e, double now, double window):
-    """Pack a copied entry, advanced to ``now``, for the Python side."""
+cdef object _raw(Entry* e, Record* r, double now, const Config* cfg):
+    """Pack a copied entry (and its copied record, if any), advanced to ``now``."""
+    cdef uint8_t patterns
     if now < e.hdr.stamp:
         now = e.hdr.stamp
-    roll(e, now, window)
+    roll(e, now, cfg.window)
+    patterns = e.hdr.patterns
+    if r != NULL:
+        record_roll(r, now if now > r.stamp else r.stamp, &cfg.lim)
+        patterns = live_patterns(r, patterns, now if now > r.stamp else r.stamp, &cfg.lim)
     return RawStats(e.hdr.key_hi, e.hdr.key_lo, e.hdr.active, e.total, e.first_seen,
-                    e.hdr.stamp, e.hdr.patterns, window_weight(now, window),
+                    e.hdr.stamp, patterns, window_weight(now, cfg.window),
                     tuple([e.cls_cur[c] for c in range(_MAX_CLASSES)]),
                     tuple([e.cls_prev[c] for c in range(_MAX_CLASSES)]),
                     e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
@@ -292,24 +414,47 @@ cdef class SourceTable(ShardedTable):
     """Per-source connection counts in sharded, bounded hash tables.
 
     The public face is connguard.Tracker, which validates arguments and
-    turns the raw tuples returned here into SourceStats.
+    turns the raw tuples returned here into SourceStats and Findings.
+    ``_on_finding``, when set, is called as ``(source, bits, now)`` after the
+    shard lock is released, with the pattern bits an accept or close raised.
     """
 
-    # Written once in __init__, read-only afterwards.
+    # Written once in __init__, read-only afterwards (but _on_finding: one
+    # reference swapped whole by set_finding_hook).
     cdef Config _cfg
+    cdef Classes _classes
     cdef uint8_t* _port_class
+    cdef uint64_t* _watch
+    cdef object _on_finding
 
     def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
                  uint32_t concurrent_threshold, double rate_threshold,
                  int ipv4_prefix, int ipv6_prefix, bint deny,
-                 bytes port_classes not None, object clock, uint64_t seed):
+                 bytes port_classes not None, object clock, uint64_t seed, object patterns,
+                 tuple watch=(), int watch_class=0):
+        cdef Py_ssize_t i
         if len(port_classes) != 65536 or max(port_classes) >= _MAX_CLASSES:
             raise ValueError("port_classes must map all 65536 ports to a class id")
+        pattern_config(&self._cfg.lim, patterns)
+        if not 0 <= watch_class < _MAX_CLASSES:
+            raise ValueError("watch_class must be a class id")
+        hashes = sorted(set(watch))
         self._setup(capacity, shards, sizeof(Entry), ipv4_prefix, ipv6_prefix, clock, seed)
+        for i in range(self._shard_mask + 1):
+            self._tables[i].pool_capacity = min(max(
+                (self._tables[i].capacity + _PATTERN_STATE_RATIO - 1) // _PATTERN_STATE_RATIO,
+                _PATTERN_STATE_MIN), _PATTERN_STATE_MAX)
         self._port_class = <uint8_t*>malloc(65536)
-        if self._port_class == NULL:
+        self._watch = <uint64_t*>malloc(max(len(hashes), 1) * sizeof(uint64_t))
+        if self._port_class == NULL or self._watch == NULL:
             raise MemoryError()
         memcpy(self._port_class, <const char*>port_classes, 65536)
+        for i in range(len(hashes)):
+            self._watch[i] = hashes[i]
+        self._classes.port_class = self._port_class
+        self._classes.watch = self._watch
+        self._classes.watch_n = len(hashes)
+        self._classes.watch_class = watch_class
         self._cfg.window = window
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
@@ -317,6 +462,11 @@ cdef class SourceTable(ShardedTable):
 
     def __dealloc__(self):
         free(self._port_class)
+        free(self._watch)
+
+    def set_finding_hook(self, hook):
+        """Set (or clear, with None) the callable told of raised patterns."""
+        self._on_finding = hook
 
     # binding=False: a plain method descriptor, called through CPython's own
     # vectorcall, skips the CyFunction dispatch layer on the hot path.
@@ -327,35 +477,132 @@ cdef class SourceTable(ShardedTable):
         cdef Destination d
         cdef int result
         self._key(source, &hi, &lo)
-        classify(destination, self._port_class, &d)
+        classify(destination, &self._classes, &d)
         cdef double t = self._now(now)
         result = tracker_accept(self, hi, lo, &d, t)
+        # Bits above the first byte mean a pattern was raised ("first" bits
+        # are always raised ones too).
+        if result > 0xFF and self._on_finding is not None:
+            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
         return result != 0 or not self._cfg.deny
 
     @cython.binding(False)
-    def close(self, source, now=None):
-        """Count a closed connection; return False when there was none to close."""
-        return tracker_close(self, source, now)
+    def close(self, source, now=None, *, sent=None, received=None, destination=None):
+        """Count a closed connection; return False when there was none to close.
+
+        ``sent`` and ``received`` are the connection's bytes (None: unknown);
+        with ``destination`` its bytes count for that destination's class.
+        """
+        cdef double t
+        cdef int result = tracker_close(self, source, now, sent, received, destination, &t)
+        if result > 0xFF and self._on_finding is not None:
+            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
+        return result != 0
+
+    cdef bint _copy_pair(self, uint64_t hi, uint64_t lo, Entry* e, Record* r,
+                         bint* has_record) noexcept:
+        """Copy a key's entry, and its record if it has one; False when absent."""
+        cdef uint64_t h = key_hash(hi, lo, self._seed)
+        cdef Py_ssize_t i = h & self._shard_mask
+        cdef bint found
+        shard_lock(self, i)
+        found = table_copy(&self._tables[i], hi, lo, h, e)
+        has_record[0] = found and e.hdr.rare != 0
+        if has_record[0]:
+            r[0] = self._tables[i].pool[e.hdr.rare - 1]
+        shard_unlock(self, i)
+        return found
 
     def stats_raw(self, uint64_t hi, uint64_t lo, now=None):
         """Return one source's raw counters, windows advanced to ``now``, or None."""
         cdef double t = self._now(now)
         cdef Entry e
-        return _raw(&e, t, self._cfg.window) if self._copy_entry(hi, lo, &e) else None
+        cdef Record r
+        cdef bint has_record
+        if not self._copy_pair(hi, lo, &e, &r, &has_record):
+            return None
+        return _raw(&e, &r if has_record else NULL, t, &self._cfg)
 
-    def top_raw(self, Py_ssize_t n, int by, now=None):
-        """Return the raw counters of the n highest-ranked sources."""
+    def record_raw(self, uint64_t hi, uint64_t lo, now=None):
+        """Return one source's raw counters and pattern-state record, or None when it has none."""
         cdef double t = self._now(now)
-        cdef Py_ssize_t filled = 0, i
+        cdef Entry e
+        cdef Record r
+        cdef bint has_record
+        if not self._copy_pair(hi, lo, &e, &r, &has_record) or not has_record:
+            return None
+        raw = _raw(&e, &r, t, &self._cfg)
+        return raw, raw_record(&r, t if t > r.stamp else r.stamp, &self._cfg.lim)
+
+    def findings_raw(self, now=None):
+        """Return the sources with a pattern live at ``now``, with their records.
+
+        Reads only pattern-state records (every source with a pattern raised
+        has one): O(records), never O(sources). Nothing is changed: a
+        pattern whose evidence has been below its threshold for a full
+        window is left out here, and cleared at the source's next event.
+        """
+        cdef double t = self._now(now)
+        cdef Py_ssize_t i, count
+        cdef uint32_t k
+        cdef Table* table
+        cdef Record* r
+        cdef Entry* e
+        cdef uint32_t most = 0
+        cdef Entry* entries
+        cdef Record* records
+        for i in range(self._shard_mask + 1):
+            most = max(most, self._tables[i].pool_capacity)   # written once in __init__
+        entries = <Entry*>malloc(most * sizeof(Entry))
+        records = <Record*>malloc(most * sizeof(Record))
+        result = []
+        try:
+            if entries == NULL or records == NULL:
+                raise MemoryError()
+            for i in range(self._shard_mask + 1):
+                table = &self._tables[i]
+                count = 0
+                shard_lock(self, i)
+                for k in range(table.pool_len):
+                    r = &table.pool[k]
+                    if r.patterns:
+                        e = <Entry*>table_find(table, r.key_hi, r.key_lo,
+                                               key_hash(r.key_hi, r.key_lo, self._seed))
+                        entries[count] = e[0]
+                        records[count] = r[0]
+                        count += 1
+                shard_unlock(self, i)
+                for k in range(count):
+                    raw = _raw(&entries[k], &records[k], t, &self._cfg)
+                    if raw.patterns:
+                        result.append((raw, raw_record(
+                            &records[k], t if t > records[k].stamp else records[k].stamp,
+                            &self._cfg.lim)))
+            return result
+        finally:
+            free(entries)
+            free(records)
+
+    def top_raw(self, Py_ssize_t n, int by, now=None, shard=None):
+        """Return the raw counters of the n highest-ranked sources (of one shard, if given)."""
+        cdef double t = self._now(now)
+        cdef Py_ssize_t filled = 0, i, first = 0, last = self._shard_mask + 1
         cdef Ranked* ranked
-        n = min(n, self.counters()[2])           # room for the entries there are, no more
+        if shard is not None:
+            if not isinstance(shard, int) or not 0 <= shard <= self._shard_mask:
+                raise ValueError(f"shard must be an int in [0, {self._shard_mask + 1}), "
+                                 f"got {shard!r}")
+            first, last = shard, shard + 1
+            n = min(n, self._tables[first].n)
+        else:
+            n = min(n, self.counters()[2])       # room for the entries there are, no more
         if n <= 0:
             return []
         ranked = <Ranked*>malloc(n * sizeof(Ranked))
         if ranked == NULL:
             raise MemoryError()
         try:
-            for i in range(self._shard_mask + 1):
+            for i in range(first, last):
                 shard_lock(self, i)
                 filled = _rank_table(&self._tables[i], ranked, filled, n, by, t, self._cfg.window)
                 shard_unlock(self, i)
@@ -369,6 +616,40 @@ cdef class SourceTable(ShardedTable):
         finally:
             free(ranked)
 
+    def class_accepts(self):
+        """Return the accepts counted so far, by destination class id."""
+        return self._sum_counters(0)
+
+    def raised_by(self):
+        """Return how many times each pattern was raised (Pattern bit order)."""
+        return self._sum_counters(1)[:_PATTERN_COUNT]
+
+    cdef tuple _sum_counters(self, int which):
+        cdef uint64_t sums[8]
+        cdef Py_ssize_t i
+        cdef int c
+        memset(sums, 0, sizeof(sums))
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            for c in range(8):
+                sums[c] += self._tables[i].class_accepts[c] if which == 0 \
+                    else self._tables[i].raised_by[c]
+            shard_unlock(self, i)
+        return tuple([sums[c] for c in range(8)])
+
+    def pattern_state(self):
+        """Return (records in use, records the pools may hold, records wanted when
+        a pool had none to spare), summed over the shards."""
+        cdef uint64_t used = 0, capacity = 0, full = 0
+        cdef Py_ssize_t i
+        for i in range(self._shard_mask + 1):
+            shard_lock(self, i)
+            used += self._tables[i].pool_used
+            capacity += self._tables[i].pool_capacity
+            full += self._tables[i].pool_full
+            shard_unlock(self, i)
+        return used, capacity, full
+
     def memory_bytes(self):
-        """Return the bytes this table holds: C tables, port classes, shard objects."""
-        return ShardedTable.memory_bytes(self) + 65536
+        """Return the bytes this table holds: C tables, pools, port classes, shard objects."""
+        return ShardedTable.memory_bytes(self) + 65536 + self._classes.watch_n * sizeof(uint64_t)

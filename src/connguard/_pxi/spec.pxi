@@ -12,6 +12,20 @@ cdef enum:
     _COUNT_MAX = 65535         # per-class counters saturate here
     _SKETCH_BITS = 64
     _UNTRACKED_SLOTS = 64      # netblocks per shard whose untracked opens are remembered
+    _PATTERN_COUNT = 6         # Pattern bits a record dates
+    _TRIGGER_COUNT = 16        # accepts of a volume class that earn pattern state
+    _PATTERN_STATE_RATIO = 128
+    _PATTERN_STATE_MIN = 4
+    _PATTERN_STATE_MAX = 65535
+
+cdef enum:                     # _spec.Group, _spec.GROUP_SHIFT
+    GROUP_SPAM = 0
+    GROUP_SCAN = 1
+    GROUP_CRED = 2
+    GROUP_DNS = 3
+    _GROUPS = 4
+    _ALL_GROUPS = 15           # (1 << _GROUPS) - 1: a new record, every pattern judged
+    _GROUP_SHIFT = 2
 
 cdef enum:                     # _spec.Pattern
     _FLOOD = 1
@@ -46,6 +60,7 @@ cdef enum:                     # _spec.Broken
     BROKEN_FLAGGED_SOURCES = 5
     BROKEN_FLAGGED_BY = 6
     BROKEN_UNTRACKED = 7
+    BROKEN_PATTERN_STATE = 8
 
 # Hash constants read from memory anyway: taken from _spec itself.
 cdef uint64_t _GOLDEN = _spec.GOLDEN
@@ -67,6 +82,7 @@ cdef extern from *:
     const uint64_t CG_XORSHIFT_STAR
 
 cdef object RawStats = _spec.RawStats
+cdef object RawRecord = _spec.RawRecord
 
 
 def _check_spec():
@@ -79,6 +95,13 @@ def _check_spec():
         ("SKETCH_BITS", _SKETCH_BITS, _spec.SKETCH_BITS),
         ("UNTRACKED_SLOTS", _UNTRACKED_SLOTS, _spec.UNTRACKED_SLOTS),
         ("MAX_ACTIVE", 0xFFFFFFFF, _spec.MAX_ACTIVE),
+        ("PATTERN_COUNT", _PATTERN_COUNT, _spec.PATTERN_COUNT),
+        ("TRIGGER_COUNT", _TRIGGER_COUNT, _spec.TRIGGER_COUNT),
+        ("PATTERN_STATE_RATIO", _PATTERN_STATE_RATIO, _spec.PATTERN_STATE_RATIO),
+        ("PATTERN_STATE_MIN", _PATTERN_STATE_MIN, _spec.PATTERN_STATE_MIN),
+        ("PATTERN_STATE_MAX", _PATTERN_STATE_MAX, _spec.PATTERN_STATE_MAX),
+        ("GROUP_SHIFT", _GROUP_SHIFT, _spec.GROUP_SHIFT),
+        ("len(Group)", _GROUPS, len(_spec.Group)),
         ("Pattern.CONN_FLOOD", _FLOOD, _spec.Pattern.CONN_FLOOD),
         ("Pattern.CONN_RATE", _RATE, _spec.Pattern.CONN_RATE),
         ("REFUSED", VERDICT_REFUSED, _spec.REFUSED),
@@ -87,6 +110,8 @@ def _check_spec():
         ("FMIX_C2", CG_FMIX_C2, _spec.FMIX_C2),
         ("XORSHIFT_STAR", CG_XORSHIFT_STAR, _spec.XORSHIFT_STAR),
     ]
+    pairs += [(f"Group.{m.name}", c, m) for c, m in zip(
+        (GROUP_SPAM, GROUP_SCAN, GROUP_CRED, GROUP_DNS), _spec.Group, strict=True)]
     pairs += [(f"TopBy.{m.name}", c, m) for c, m in zip(
         (TOP_ACTIVE, TOP_TOTAL, TOP_RATE, TOP_FLAGGED), _spec.TopBy, strict=True)]
     pairs += [(f"Take.{m.name}", c, m) for c, m in zip(
@@ -95,7 +120,8 @@ def _check_spec():
         (REASON_NONE, REASON_BANNED, REASON_OVERFLOW, REASON_LIMIT), _spec.Reason, strict=True)]
     pairs += [(f"Broken.{m.name}", c, m) for c, m in zip(
         (BROKEN_NONE, BROKEN_OVER_CAPACITY, BROKEN_INDEX, BROKEN_ACTIVE_SOURCES,
-         BROKEN_ACTIVE_CONNECTIONS, BROKEN_FLAGGED_SOURCES, BROKEN_FLAGGED_BY, BROKEN_UNTRACKED),
+         BROKEN_ACTIVE_CONNECTIONS, BROKEN_FLAGGED_SOURCES, BROKEN_FLAGGED_BY, BROKEN_UNTRACKED,
+         BROKEN_PATTERN_STATE),
         _spec.Broken, strict=True)]
     wrong = [f"{name}: C {c} != _spec {int(py)}" for name, c, py in pairs if c != py]
     if wrong:

@@ -12,7 +12,7 @@ cdef struct Header:
     uint32_t active           # > 0: never evicted
     uint8_t patterns          # Pattern bits (source entries)
     uint8_t reported          # pattern bits already announced (logged once per pattern)
-    uint8_t _pad[2]
+    uint16_t rare             # number of the entry's pattern-state record; 0 for none
 
 
 cdef struct Table:
@@ -38,6 +38,18 @@ cdef struct Table:
     Untracked* untracked
     uint32_t untracked_n      # slots in use
     uint64_t untracked_lost   # untracked opens that found no slot
+    # Pattern-state records (source tables only; pool_capacity is 0 elsewhere),
+    # numbered 1..pool_capacity, allocated on first use. Records 1..pool_len
+    # have been handed out; pool_free holds the numbers of freed ones, a stack.
+    Record* pool
+    uint16_t* pool_free
+    uint32_t pool_capacity
+    uint32_t pool_len
+    uint32_t pool_nfree
+    uint32_t pool_used
+    uint64_t pool_full        # records wanted when none could be had
+    uint64_t class_accepts[_MAX_CLASSES]   # accepts counted, by destination class
+    uint64_t raised_by[8]     # times each Pattern bit was raised
 
 
 cdef struct Untracked:
@@ -136,6 +148,8 @@ cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
     """Drop entry ``pos``: backward-shift delete in the index, swap-remove."""
     cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last
     cdef uint32_t mask = self.index_mask
+    if table_at(self, pos).rare:
+        pool_release(self, table_at(self, pos).rare)
     j = hole
     while True:
         j = (j + 1) & mask
@@ -216,6 +230,63 @@ cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, dou
         slot = (slot + 1) & self.index_mask
     self.index[slot] = pos + 1
     return e
+
+
+cdef Record* pool_take(Table* self, Header* e, double now, uint64_t seed) noexcept nogil:
+    """Give entry ``e`` a fresh pattern-state record; NULL when the pool has none to spare.
+
+    A full pool recycles the sampled record whose owner has no pattern
+    raised and was updated longest ago; when every sample is flagged the
+    request is refused and counted in pool_full.
+    """
+    cdef uint32_t number = 0, i, _sample
+    cdef Record* r
+    cdef Header* owner
+    if self.pool == NULL:
+        self.pool = <Record*>calloc(self.pool_capacity, sizeof(Record))
+        self.pool_free = <uint16_t*>calloc(self.pool_capacity, sizeof(uint16_t))
+        if self.pool == NULL or self.pool_free == NULL:
+            free(self.pool)
+            free(self.pool_free)
+            self.pool = NULL
+            self.pool_free = NULL
+            self.pool_full += 1
+            return NULL
+    if self.pool_nfree:
+        self.pool_nfree -= 1
+        number = self.pool_free[self.pool_nfree]
+    elif self.pool_len < self.pool_capacity:
+        self.pool_len += 1
+        number = self.pool_len
+    else:
+        for _sample in range(_SAMPLES):
+            i = <uint32_t>(table_next_random(self) % self.pool_capacity)
+            r = &self.pool[i]
+            if r.patterns == 0 and (number == 0 or r.stamp < self.pool[number - 1].stamp):
+                number = i + 1
+        if number == 0:
+            self.pool_full += 1
+            return NULL
+        r = &self.pool[number - 1]
+        owner = table_find(self, r.key_hi, r.key_lo, key_hash(r.key_hi, r.key_lo, seed))
+        owner.rare = 0
+        self.pool_used -= 1
+    self.pool_used += 1
+    r = &self.pool[number - 1]
+    memset(r, 0, sizeof(Record))
+    r.key_hi = e.key_hi
+    r.key_lo = e.key_lo
+    r.stamp = now
+    r.roll_at = now               # no bucket end known yet: the first roll computes it
+    e.rare = <uint16_t>number
+    return r
+
+
+cdef void pool_release(Table* self, uint16_t number) noexcept nogil:
+    self.pool[number - 1].patterns = 0
+    self.pool_free[self.pool_nfree] = number
+    self.pool_nfree += 1
+    self.pool_used -= 1
 
 
 cdef bint table_copy(Table* self, uint64_t hi, uint64_t lo, uint64_t h, void* out) noexcept nogil:
@@ -325,6 +396,31 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
             used += self.untracked[slot].count != 0
     if used != self.untracked_n:
         return BROKEN_UNTRACKED
+    return _pool_check(self)
+
+
+cdef int _pool_check(Table* self) noexcept nogil:
+    """The records in use and the entries that own them are a bijection that
+    mirrors each owner's key and pattern bits; the rest are on the free stack."""
+    cdef uint32_t pos, owners = 0, k
+    cdef Header* e
+    cdef Record* r
+    for pos in range(self.n):
+        e = table_at(self, pos)
+        if e.rare == 0:
+            continue
+        owners += 1
+        if e.rare > self.pool_len or self.pool == NULL:
+            return BROKEN_PATTERN_STATE
+        r = &self.pool[e.rare - 1]
+        if r.key_hi != e.key_hi or r.key_lo != e.key_lo or r.patterns != e.patterns:
+            return BROKEN_PATTERN_STATE
+        for k in range(self.pool_nfree):
+            if self.pool_free[k] == e.rare:
+                return BROKEN_PATTERN_STATE
+    if (owners != self.pool_used or self.pool_len > self.pool_capacity
+            or owners + self.pool_nfree != self.pool_len):
+        return BROKEN_PATTERN_STATE
     return BROKEN_NONE
 
 
@@ -338,10 +434,13 @@ cdef uint64_t _prefix_mask(int bits) noexcept:
 
 
 cdef uint64_t table_bytes(Table* self) noexcept nogil:
-    """Bytes held by one table's entry array and index."""
+    """Bytes held by one table's entry array, index and pattern-state pool."""
+    cdef uint64_t total = 0
+    if self.pool != NULL:
+        total = <uint64_t>self.pool_capacity * (sizeof(Record) + sizeof(uint16_t))
     if self.index == NULL:
-        return 0
-    return <uint64_t>self.allocated * self.esize + (self.index_mask + 1) * sizeof(uint32_t)
+        return total
+    return total + <uint64_t>self.allocated * self.esize + (self.index_mask + 1) * sizeof(uint32_t)
 
 
 cdef void _add_counters(Table* s, int64_t* sums) noexcept nogil:
@@ -402,6 +501,8 @@ cdef class ShardedTable:
                 free(self._tables[i].entries)
                 free(self._tables[i].index)
                 free(self._tables[i].untracked)
+                free(self._tables[i].pool)
+                free(self._tables[i].pool_free)
             free(self._tables)
 
     cdef inline double _now(self, object now) except? -1.0:

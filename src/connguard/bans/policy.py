@@ -15,13 +15,20 @@ from .wire import MAX_KIND_LENGTH
 __all__ = ["DEFAULT_KINDS", "BanPolicy"]
 
 #: kind -> (penalty, lifetime in seconds). With ban_score 10: ten malformed
-#: messages within an hour, or one impersonation, ban a source.
+#: messages within an hour, or one impersonation, ban a source. The pattern
+#: kinds are what a Guard reports for findings when told to (finding_kinds):
+#: a spam relay, credential stuffing or a DNS tunnel bans at once for 6 hours;
+#: a port scan weighs half a ban, so two in 6 hours ban.
 DEFAULT_KINDS: Mapping[str, tuple[int, float]] = MappingProxyType({
     "malformed_message": (1, 3600.0),
     "invalid_bond": (1, 3600.0),
     "impersonation": (10, 86400.0),
     "rate_limit_violation": (2, 7200.0),
     "rate_limit_abuse": (5, 21600.0),
+    "spam_relay": (10, 21600.0),
+    "port_scan": (5, 21600.0),
+    "credential_stuffing": (10, 21600.0),
+    "dns_tunnel": (10, 21600.0),
 })
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

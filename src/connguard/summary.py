@@ -1,0 +1,177 @@
+"""Periodic summaries of a Tracker for a central collector: JSON-able, bounded, pseudonymous.
+
+A Summarizer closes an interval every ``interval`` seconds and hands its
+summary to ``on_summary``: the interval's start and end, accepts per
+destination class and patterns raised during it, the tracked and flagged
+sources at its end, and the ``top`` sources ranked by accepts over the
+tracker's window at the interval's end (with their per-class counts and
+live patterns), keyed by pseudonym when a pseudonymizer is set. An interval
+with no accept emits nothing; ``stop()`` emits the last one.
+
+Gathering the top sources never holds the interpreter for long: the table
+is ranked one shard at a time (a bounded heap per shard, no allocation the
+size of the table), and the Summarizer yields between shards, so an accept
+waits at most one shard's ranking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._spec import PATTERNS, TopBy
+from ._validate import callable_arg, int_arg, number_arg
+from .tracker import SourceStats, Tracker, _TrackerAPI
+
+__all__ = ["Summarizer"]
+
+log = logging.getLogger("connguard.summary")
+
+Summary = dict[str, Any]
+
+
+class Summarizer:
+    """Emit a summary of ``tracker`` every ``interval`` seconds (see the module docstring).
+
+    ``start()`` runs it on a daemon thread, ``stop()`` ends it with a final
+    summary; ``summarize()`` (or ``await asummarize()`` from an event loop)
+    closes the current interval by hand and returns its summary, or None
+    when it saw no accept. An exception from ``on_summary`` is logged and
+    counted in ``errors``.
+    """
+
+    def __init__(self, tracker: Tracker, *, interval: float = 300.0, top: int = 1000,
+                 pseudonymizer: Callable[[str], str] | None = None,
+                 on_summary: Callable[[Summary], object] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        if not isinstance(tracker, _TrackerAPI):
+            raise TypeError(f"tracker must be a connguard Tracker, not {type(tracker).__name__}")
+        self._tracker = tracker
+        self._interval = number_arg("interval", interval, low=1e-3, allow_low=True)
+        self._top = int_arg("top", top, 0, 100_000)
+        self._pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)
+        self._on_summary = callable_arg("on_summary", on_summary)
+        self._clock = callable_arg("clock", clock) or tracker._clock or time.monotonic
+        self._lock = threading.Lock()          # guards the interval state below
+        self._start = self._clock()
+        self._accepts = tracker.class_accepts()
+        self._raised = tracker.raised_by()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def summarize(self, now: float | None = None) -> Summary | None:
+        """Close the interval at ``now``: return its summary, None when it saw no accept."""
+        ranked = self._ranked(now)
+        for _ in ranked:
+            time.sleep(0)                      # let accepts run between shards
+        return self._close(now, ranked)
+
+    async def asummarize(self, now: float | None = None) -> Summary | None:
+        """summarize() for an event loop: awaits between shards instead of sleeping."""
+        ranked = self._ranked(now)
+        for _ in ranked:
+            await asyncio.sleep(0)
+        return self._close(now, ranked)
+
+    def start(self) -> Summarizer:
+        """Emit a summary every interval on a daemon thread, until stop()."""
+        if self._thread is not None:
+            raise RuntimeError("the Summarizer is already started")
+        self._thread = threading.Thread(target=self._run, name="connguard-summarizer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Summary | None:
+        """Stop the thread (if started) and emit the final interval's summary."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self._emit(self.summarize())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._emit(self.summarize())
+
+    def _emit(self, summary: Summary | None) -> Summary | None:
+        if summary is not None and self._on_summary is not None:
+            try:
+                self._on_summary(summary)
+            except Exception:
+                self.errors += 1
+                log.exception("connguard: an on_summary callback raised")
+        return summary
+
+    def _ranked(self, now: float | None) -> _Ranking:
+        return _Ranking(self._tracker, self._top, now)
+
+    def _close(self, now: float | None, ranked: _Ranking) -> Summary | None:
+        tracker = self._tracker
+        end = self._clock() if now is None else float(now)
+        accepts, raised = tracker.class_accepts(), tracker.raised_by()
+        with self._lock:
+            start, self._start = self._start, end
+            before, self._accepts = self._accepts, accepts
+            raised_before, self._raised = self._raised, raised
+        by_class = {name: accepts[i] - before[i] for i, name in enumerate(tracker.class_names)}
+        total = sum(by_class.values())
+        if total <= 0:
+            return None
+        shown = self._pseudonymizer or str
+        return {
+            "start": start,
+            "end": end,
+            "accepts": by_class,
+            "total_accepts": total,
+            "findings": {name: raised[i] - raised_before[i] for i, name in enumerate(PATTERNS)},
+            "tracked_sources": tracker.tracked_sources,
+            "flagged_sources": dict(zip(PATTERNS, tracker.flagged_by(), strict=True)),
+            "window": tracker.window,
+            "top": [_entry(stats, shown(stats.source), tracker.window)
+                    for stats in ranked.result()],
+        }
+
+
+class _Ranking:
+    """Iterate to rank one shard per step; result() is the merged top n."""
+
+    def __init__(self, tracker: Tracker, n: int, now: float | None) -> None:
+        self._tracker = tracker
+        self._n = n
+        self._now = now
+        self._best: list[tuple[float, int, int, Any]] = []   # a min-heap of the n best
+
+    def __iter__(self) -> Any:
+        if self._n == 0:
+            return
+        for shard in range(self._tracker.shards):
+            for raw in self._tracker.top_raw(self._n, TopBy.RATE, self._now, shard=shard):
+                score = sum(raw.cls_cur) + sum(raw.cls_prev) * raw.weight
+                # (score, then the lower key first): the same order as top_raw.
+                item = (score, -raw.key_hi, -raw.key_lo, raw)
+                if len(self._best) < self._n:
+                    heapq.heappush(self._best, item)
+                elif item[:3] > self._best[0][:3]:
+                    heapq.heapreplace(self._best, item)
+            yield shard
+
+    def result(self) -> list[SourceStats]:
+        ordered = sorted(self._best, key=lambda item: item[:3], reverse=True)
+        return [self._tracker._to_stats(item[3]) for item in ordered]
+
+
+def _entry(stats: SourceStats, source: str, window: float) -> dict[str, Any]:
+    return {
+        "source": source,
+        "accepts": round(stats.rate * window),
+        "active": stats.active,
+        "by_class": stats.by_class,
+        "patterns": sorted(stats.patterns),
+    }
