@@ -216,9 +216,10 @@ def test_missing_field_is_named(make_bans: Make, clock: Any) -> None:
 def test_unknown_local_kind_raises(make_bans: Make) -> None:
     b = make_bans()
     with pytest.raises(ValueError, match="unknown infraction kind"):
-        b.report("192.168.1.1", "spam_relay")
+        b.report("192.168.1.1", "bad_certificate")
     assert b.score("192.168.1.1") == 0
-    assert make_bans(penalties={"spam_relay": (4, 600.0)}).report("192.168.1.1", "spam_relay").penalty == 4
+    custom = make_bans(penalties={"bad_certificate": (4, 600.0)})
+    assert custom.report("192.168.1.1", "bad_certificate").penalty == 4
 
 
 def test_duplicate_ids_are_applied_once(make_bans: Make, clock: Any) -> None:

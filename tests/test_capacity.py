@@ -23,7 +23,7 @@ def test_spray_of_a_million_sources_stays_within_capacity(make_tracker: Make) ->
     peak = 0
     for i in range(1_000_000):
         source = v4(i)
-        t.accept(source, "mx.example:25", now=10_000.0 + i)
+        t.accept(source, "www.example:443", now=10_000.0 + i)
         t.close(source, now=10_000.0 + i)
         if i % 50_000 == 0:
             peak = max(peak, t.tracked_sources)
@@ -37,6 +37,22 @@ def test_spray_of_a_million_sources_stays_within_capacity(make_tracker: Make) ->
     for source in busy:
         s = t.stats(source)
         assert s is not None and s.active == 1 and s.total == 1
+
+
+def test_spray_of_mail_sources_recycles_pattern_state(make_tracker: Make) -> None:
+    # Every smtp accept earns pattern state: a spray keeps the pool full and
+    # recycling, and pool, records and entries stay consistent throughout.
+    t = make_tracker(capacity=2_000, shards=4)
+    for i in range(30_000):
+        source = v4(i)
+        t.accept(source, f"mx{i % 7}.example:25", now=float(i))
+        t.close(source, now=float(i), sent=100, received=50)
+        if i % 5_000 == 0:
+            t.check_consistency()
+    used, capacity, full = t.pattern_state()
+    assert capacity == 4 * 4 and used == capacity and full == 0   # min 4 records a shard
+    assert t.tracked_sources == 2_000
+    t.check_consistency()
 
 
 def test_full_of_busy_sources_permissive_accepts_untracked(make_tracker: Make) -> None:

@@ -73,13 +73,29 @@ def test_acquire_returns_the_listener() -> None:
     assert cg.acquire() is rec
 
 
-def test_pair_carries_destination_on_accept_only() -> None:
+def test_pair_carries_destination_and_bytes() -> None:
     rec = Recorder()
     cg.set_listener(rec)
-    with cg.connection("203.0.113.1", "mx.example:25"):
-        pass
+    with cg.connection("203.0.113.1", "mx.example:25") as conn:
+        conn.sent = 1200
     assert rec.events == [cg.Event(cg.ACCEPT, "203.0.113.1", "mx.example:25"),
-                          cg.Event(cg.CLOSE, "203.0.113.1", "")]
+                          cg.Event(cg.CLOSE, "203.0.113.1", "mx.example:25", 1200, None)]
+    conn.close(sent=5, received=5)                   # closed already: nothing more is sent
+    cg.notify_close("203.0.113.2", sent=0, received=0)
+    assert rec.events[2:] == [cg.Event(cg.CLOSE, "203.0.113.2", "", 0, 0)]
+
+
+def test_listeners_take_close_bytes_and_drop_bad_ones(make_tracker: Callable[..., Any]) -> None:
+    t = make_tracker()
+    cg.set_listener(t)
+    for i in range(3):
+        with cg.connection("203.0.113.9", f"192.0.2.{i}:22") as conn:
+            conn.sent, conn.received = 0, 0          # failed: the mark of a scan
+    cg.notify_accept("203.0.113.9", "192.0.2.9:22")
+    cg.notify_close("203.0.113.9", sent=-1, received="x")  # type: ignore[arg-type]
+    stats = t.stats("203.0.113.9")
+    assert stats is not None and stats.active == 0 and stats.total == 4
+    assert t.unattributed == 0                       # the bad counts were read as unknown
 
 
 def test_pair_survives_replacement() -> None:

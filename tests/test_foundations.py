@@ -112,7 +112,11 @@ GOOD = """
     if verdict:
         g.close("192.0.2.1")
     totals: int = sum(g.verdict_totals().values())
-    findings: list[cg.SourceStats] = g.findings()
+    found: list[cg.Finding] = g.findings()
+    evidence: dict[str, object] = found[0].evidence if found else {}
+    closed_bytes: bool = t.close("192.0.2.1", sent=0, received=0, destination="mail.example:25")
+    scans = cg.Tracker(port_scan=cg.PortScan(ports=50, window=7200.0), spam_relay=None,
+                       on_finding=lambda f: print(f.source, f.pattern))
 """
 
 BAD = {

@@ -14,6 +14,7 @@ from .events import (
     set_listener,
 )
 from .guard import Guard, Verdict
+from .patterns import CredentialStuffing, DnsTunnel, Finding, PortScan, SpamRelay
 from .privacy import Pseudonymizer
 from .ratelimit import RateDecision, RateLimiter
 from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, SourceStats, Tracker
@@ -30,12 +31,17 @@ __all__ = [
     "Pseudonymizer",
     "Ban",
     "BanManager",
+    "CredentialStuffing",
+    "DnsTunnel",
     "Event",
+    "Finding",
     "Guard",
     "Infraction",
+    "PortScan",
     "RateDecision",
     "RateLimiter",
     "SourceStats",
+    "SpamRelay",
     "Tracker",
     "Verdict",
     "__version__",

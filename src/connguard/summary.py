@@ -21,7 +21,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._spec import PATTERNS, TopBy
@@ -56,7 +56,7 @@ class Summarizer:
         self._top = int_arg("top", top, 0, 100_000)
         self._pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)
         self._on_summary = callable_arg("on_summary", on_summary)
-        self._clock = callable_arg("clock", clock) or tracker._clock or time.monotonic
+        self._clock = callable_arg("clock", clock) or tracker.clock or time.monotonic
         self._lock = threading.Lock()          # guards the interval state below
         self._start = self._clock()
         self._accepts = tracker.class_accepts()
@@ -140,31 +140,49 @@ class Summarizer:
 
 
 class _Ranking:
-    """Iterate to rank one shard per step; result() is the merged top n."""
+    """Iterate to do the work in small steps; result() is then the top n.
+
+    One step ranks one shard (only what beats the n-th best held so far
+    comes back), and once every shard is ranked, one step reads the
+    counters of up to STATS_STEP of the n best.
+    """
+
+    STATS_STEP = 100
 
     def __init__(self, tracker: Tracker, n: int, now: float | None) -> None:
         self._tracker = tracker
         self._n = n
         self._now = now
-        self._best: list[tuple[float, int, int, Any]] = []   # a min-heap of the n best
+        self._best: list[tuple[float, int, int]] = []     # a min-heap of (score, -hi, -lo)
+        self._stats: list[SourceStats] = []
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[None]:
         if self._n == 0:
             return
-        for shard in range(self._tracker.shards):
-            for raw in self._tracker.top_raw(self._n, TopBy.RATE, self._now, shard=shard):
-                score = sum(raw.cls_cur) + sum(raw.cls_prev) * raw.weight
-                # (score, then the lower key first): the same order as top_raw.
-                item = (score, -raw.key_hi, -raw.key_lo, raw)
+        tracker = self._tracker
+        for shard in range(tracker.shards):
+            after = None
+            if len(self._best) == self._n:
+                score, hi, lo = self._best[0]
+                after = (score, -hi, -lo)
+            for score, hi, lo in tracker.rank(self._n, TopBy.RATE, self._now, shard, after):
+                # The rank order: score, highest first, then the lower key.
+                item = (score, -hi, -lo)
                 if len(self._best) < self._n:
                     heapq.heappush(self._best, item)
-                elif item[:3] > self._best[0][:3]:
+                elif item > self._best[0]:
                     heapq.heapreplace(self._best, item)
-            yield shard
+            yield
+        ordered = sorted(self._best, reverse=True)
+        for start in range(0, len(ordered), self.STATS_STEP):
+            for _, hi, lo in ordered[start:start + self.STATS_STEP]:
+                raw = tracker.stats_raw(-hi, -lo, self._now)
+                if raw is not None:                    # evicted meanwhile
+                    self._stats.append(tracker._to_stats(raw))
+            yield
 
     def result(self) -> list[SourceStats]:
-        ordered = sorted(self._best, key=lambda item: item[:3], reverse=True)
-        return [self._tracker._to_stats(item[3]) for item in ordered]
+        return self._stats
 
 
 def _entry(stats: SourceStats, source: str, window: float) -> dict[str, Any]:

@@ -43,6 +43,10 @@ __all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
 
 log = logging.getLogger("connguard")
 
+# The windowed patterns' defaults (immutable, so one of each serves every Tracker).
+_SPAM_RELAY, _PORT_SCAN = SpamRelay(), PortScan()
+_CREDENTIAL_STUFFING, _DNS_TUNNEL = CredentialStuffing(), DnsTunnel()
+
 #: Destination classes by port; a port in none of them is "other".
 DEFAULT_PORT_CLASSES: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "smtp": (25, 465, 587, 2525),
@@ -102,7 +106,7 @@ def _port_table(port_classes: Mapping[str, Iterable[int]],
         raise TypeError("port_classes must be a mapping of class name to ports")
     limit = MAX_CLASSES - 1 - len(reserved)
     if len(port_classes) > limit:
-        why = f" (the login watch-list takes a class)" if reserved else ""
+        why = " (the login watch-list takes a class)" if reserved else ""
         raise ValueError(f"port_classes may name at most {limit} classes{why}, "
                          f"got {len(port_classes)}")
     names = ["other"]
@@ -177,10 +181,10 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         clock: Callable[[], float] | None = None,
         shards: int = 64,
         seed: int | None = None,
-        spam_relay: SpamRelay | None = SpamRelay(),
-        port_scan: PortScan | None = PortScan(),
-        credential_stuffing: CredentialStuffing | None = CredentialStuffing(),
-        dns_tunnel: DnsTunnel | None = DnsTunnel(),
+        spam_relay: SpamRelay | None = _SPAM_RELAY,
+        port_scan: PortScan | None = _PORT_SCAN,
+        credential_stuffing: CredentialStuffing | None = _CREDENTIAL_STUFFING,
+        dns_tunnel: DnsTunnel | None = _DNS_TUNNEL,
         on_finding: Callable[[Finding], object] | None = None,
     ) -> None:
         self._set_prefixes(ipv4_prefix, ipv6_prefix)
@@ -214,8 +218,9 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
             seed=seed_arg(seed), patterns=self._limits,
             watch=tuple(_core.core.host_hash(h) for h in login_hosts),
             watch_class=len(self._class_names) - 1 if login_hosts else 0)
+        callable_arg("on_finding", on_finding)
         if on_finding is not None:
-            self.add_finding_callback(callable_arg("on_finding", on_finding))
+            self.add_finding_callback(on_finding)
 
     def add_finding_callback(self, callback: Callable[[Finding], object]) -> None:
         """Call ``callback(finding)`` for every pattern raised on a source from now on.
@@ -402,7 +407,8 @@ class Tracker(_TrackerAPI, _SourceTable):
     its bytes count for the source as a whole. The windowed patterns
     (``spam_relay``, ``port_scan``, ``credential_stuffing``, ``dns_tunnel``)
     each take a configuration object from connguard.patterns, or None to
-    turn one off; ``on_finding(finding)`` is called for each raised one. ``concurrent_threshold`` defaults to 256:
-    ordinary busy clients behind a proxy hold 100+ concurrent flows, so a
-    lower threshold (10 suits a WebSocket relay) flags them all.
+    turn one off; ``on_finding(finding)`` is called for each raised one.
+    ``concurrent_threshold`` defaults to 256: ordinary busy clients behind a
+    proxy hold 100+ concurrent flows, so a lower threshold (10 suits a
+    WebSocket relay) flags them all.
     """

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from .._spec import (
     COUNT_MAX,
     MAX_ACTIVE,
-    Group,
     MAX_CLASSES,
     PATTERN_STATE_MAX,
     PATTERN_STATE_MIN,
     PATTERN_STATE_RATIO,
+    Group,
     Pattern,
     PatternLimits,
     RawRecord,
@@ -395,13 +395,19 @@ class SourceTable(ShardedTable):
                 result.append((raw, raw_record(r, max(t, r.stamp), self._cfg.lim)))
         return result
 
-    def top_raw(self, n: int, by: int, now: float | None = None,
-                shard: int | None = None) -> list[RawStats]:
-        """Return the raw counters of the n highest-ranked sources (of one shard, if given)."""
+    def rank(self, n: int, by: int, now: float | None = None, shard: int | None = None,
+             after: tuple[float, int, int] | None = None) -> list[tuple[float, int, int]]:
+        """Return (score, key_hi, key_lo) of the n highest-ranked sources, best first.
+
+        Ranked by score, highest first, then by key. With ``shard``, only
+        that shard's sources; with ``after``, a (score, key_hi, key_lo)
+        tuple, only those ranking before it (a caller merging shards passes
+        its n-th best). Holds n entries at most, never the table.
+        """
         t = self._now(now)
         window = self._cfg.window
         shards = range(len(self._tables)) if shard is None else [self._shard_arg(shard)]
-        # The n best by (score desc, key): n entries held, never the whole table.
+        bound = None if after is None else (-float(after[0]), after[1], after[2])
         ranked: list[tuple[float, int, int]] = []
         for i in shards:
             table = self._tables[i]
@@ -419,12 +425,19 @@ class SourceTable(ShardedTable):
                         at = t if t > c.stamp else c.stamp
                         roll(c, at, window)
                         score = accept_rate(c, at, window)
+                    if bound is not None and (-score, e.key_hi, e.key_lo) >= bound:
+                        continue
                     scored.append((-score, e.key_hi, e.key_lo))
             ranked = heapq.nsmallest(n, ranked + heapq.nsmallest(n, scored))
+        return [(-negated, hi, lo) for negated, hi, lo in ranked]
+
+    def top_raw(self, n: int, by: int, now: float | None = None) -> list[RawStats]:
+        """Return the raw counters of the n highest-ranked sources (see rank)."""
+        t = self._now(now)
         result = []
-        for _, hi, lo in ranked:
+        for _, hi, lo in self.rank(n, by, t):
             raw = self.stats_raw(hi, lo, t)
-            if raw is not None:
+            if raw is not None:                  # evicted between the two passes
                 result.append(raw)
         return result
 

@@ -397,3 +397,8 @@ class ShardedTable:
     def shards(self) -> int:
         assert self._shards is not None
         return len(self._shards)
+
+    @property
+    def clock(self) -> Callable[[], float] | None:
+        """The clock given when built; None for the default (monotonic) clock."""
+        return self._clock

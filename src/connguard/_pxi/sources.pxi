@@ -328,8 +328,11 @@ cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, De
 
 
 cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_t n, int by,
-                            double now, double window) noexcept nogil:
-    """Keep the n best-ranked entries seen so far in ``heap`` (filled of them); return filled."""
+                            double now, double window, const Ranked* after) noexcept nogil:
+    """Keep the n best-ranked entries seen so far in ``heap`` (filled of them); return filled.
+
+    With ``after``, only entries ranking before it are kept.
+    """
     cdef uint32_t j
     cdef Entry e
     cdef Entry* entry
@@ -350,6 +353,8 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_
             t = now if now > e.hdr.stamp else e.hdr.stamp
             roll(&e, t, window)
             r.score = accept_rate(&e, t, window)
+        if after != NULL and _compare_ranked(&r, after) >= 0:
+            continue
         if filled < n:
             _heap_push(heap, filled, &r)
             filled += 1
@@ -583,11 +588,20 @@ cdef class SourceTable(ShardedTable):
             free(entries)
             free(records)
 
-    def top_raw(self, Py_ssize_t n, int by, now=None, shard=None):
-        """Return the raw counters of the n highest-ranked sources (of one shard, if given)."""
+    def rank(self, Py_ssize_t n, int by, now=None, shard=None, after=None):
+        """Return (score, key_hi, key_lo) of the n highest-ranked sources, best first.
+
+        Ranked by score, highest first, then by key. With ``shard``, only
+        that shard's sources; with ``after``, a (score, key_hi, key_lo)
+        tuple, only those ranking before it (a caller merging shards passes
+        its n-th best). Holds n entries at most, never the table.
+        """
         cdef double t = self._now(now)
         cdef Py_ssize_t filled = 0, i, first = 0, last = self._shard_mask + 1
         cdef Ranked* ranked
+        cdef Ranked bound
+        if after is not None:
+            bound.score, bound.key_hi, bound.key_lo = after
         if shard is not None:
             if not isinstance(shard, int) or not 0 <= shard <= self._shard_mask:
                 raise ValueError(f"shard must be an int in [0, {self._shard_mask + 1}), "
@@ -604,17 +618,23 @@ cdef class SourceTable(ShardedTable):
         try:
             for i in range(first, last):
                 shard_lock(self, i)
-                filled = _rank_table(&self._tables[i], ranked, filled, n, by, t, self._cfg.window)
+                filled = _rank_table(&self._tables[i], ranked, filled, n, by, t, self._cfg.window,
+                                     NULL if after is None else &bound)
                 shard_unlock(self, i)
             qsort(ranked, filled, sizeof(Ranked), _compare_ranked)
-            result = []
-            for i in range(min(n, filled)):
-                raw = self.stats_raw(ranked[i].key_hi, ranked[i].key_lo, t)
-                if raw is not None:              # evicted between the two passes
-                    result.append(raw)
-            return result
+            return [(ranked[i].score, ranked[i].key_hi, ranked[i].key_lo) for i in range(filled)]
         finally:
             free(ranked)
+
+    def top_raw(self, Py_ssize_t n, int by, now=None):
+        """Return the raw counters of the n highest-ranked sources (see rank)."""
+        cdef double t = self._now(now)
+        result = []
+        for _, hi, lo in self.rank(n, by, t):
+            raw = self.stats_raw(hi, lo, t)
+            if raw is not None:                  # evicted between the two passes
+                result.append(raw)
+        return result
 
     def class_accepts(self):
         """Return the accepts counted so far, by destination class id."""

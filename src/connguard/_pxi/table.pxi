@@ -617,6 +617,11 @@ cdef class ShardedTable:
     def shards(self):
         return len(self._shards)
 
+    @property
+    def clock(self):
+        """The clock given when built; None for the default (monotonic) clock."""
+        return self._clock
+
 
 cdef inline void shard_lock(ShardedTable table, Py_ssize_t i) noexcept:
     """Take shard ``i``'s lock: a real lock on free-threaded builds only.

@@ -88,6 +88,10 @@ async def run(hold: int, mail: int) -> int:
         print(f"  {s.source:<16} active {s.active:>4}  total {s.total:>4}  rate {s.rate:6.1f}/s  "
               f"mostly {busiest:<5} to {s.distinct_destinations:>3} hosts  "
               f"{'FLAGGED ' + ','.join(sorted(s.patterns)) if s.flagged else ''}")
+    print("\nfindings (pattern, evidence):")
+    for finding in tracker.findings():
+        evidence = ", ".join(f"{k} {v}" for k, v in finding.evidence.items())
+        print(f"  {finding.source:<16} {finding.pattern:<12} {evidence}")
     for writer in held:
         writer.close()
     await asyncio.gather(*(writer.wait_closed() for writer in held))

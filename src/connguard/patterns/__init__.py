@@ -25,7 +25,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .._spec import GROUP_SHIFT, SKETCH_BITS, Group, Pattern, PatternLimits, RawRecord, RawStats
+from .._spec import (
+    GROUP_SHIFT,
+    PATTERNS,
+    SKETCH_BITS,
+    Group,
+    Pattern,
+    PatternLimits,
+    RawRecord,
+    RawStats,
+)
 from .._validate import int_arg, number_arg
 
 __all__ = [
@@ -347,10 +356,9 @@ def evidence(pattern: str, raw: RawStats, record: RawRecord, limits: PatternLimi
 def findings_of(source: str, raw: RawStats, record: RawRecord, limits: PatternLimits,
                 thresholds: Mapping[str, float], window: float) -> list[Finding]:
     """One Finding per pattern live on ``raw`` (its record says when each was raised)."""
-    return [Finding(source, flag.name.lower(),
-                    evidence(flag.name.lower(), raw, record, limits, thresholds, window),
+    return [Finding(source, name, evidence(name, raw, record, limits, thresholds, window),
                     record.since[bit], record.above[bit])
-            for bit, flag in enumerate(Pattern) if raw.patterns >> bit & 1]
+            for bit, name in enumerate(PATTERNS) if raw.patterns >> bit & 1]
 
 
 assert GROUP_SHIFT == int(Pattern.SPAM_RELAY).bit_length() - 1
