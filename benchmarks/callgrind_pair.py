@@ -82,9 +82,9 @@ def instructions(script: str, pairs: int, family: str) -> int:
     return int(match.group(1))
 
 
-def measure() -> dict[str, float]:
+def measure(scenarios: tuple[str, ...] = SCENARIOS) -> dict[str, float]:
     counts = {}
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         script = WORKLOAD.format(expect_compiled=True, scenario=scenario)
         counts[scenario] = (instructions(script, 2 * PAIRS, scenario)
                             - instructions(script, PAIRS, scenario)) / PAIRS
@@ -119,6 +119,16 @@ def main() -> int:
         with open(args.budget) as f:
             budget = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
         over = {k: v for k, v in net.items() if v > budget[k]}
+        if over:
+            # A count is repeatable to a few instructions, but a one-off in
+            # one of the two runs (seen once: a 2.3x count for one scenario,
+            # normal again on the next run) can still land in the
+            # difference: measure an over-budget scenario once more and keep
+            # the lower count.
+            again = measure(tuple(over))
+            for family in over:
+                net[family] = min(net[family], again[family] - floor)
+            over = {k: v for k, v in net.items() if v > budget[k]}
         for family, count in over.items():
             print(f"OVER BUDGET {family}: {count:.0f} > {budget[family]}", file=sys.stderr)
         if over:

@@ -108,3 +108,18 @@ def test_bad_namespace_is_named(make_guard: Make, namespace: str) -> None:
 def test_only_a_guard_can_be_collected() -> None:
     with pytest.raises(TypeError, match="Guard"):
         GuardCollector(object())  # type: ignore[arg-type]
+
+
+def test_findings_are_counted_per_pattern(make_guard: Make) -> None:
+    g = make_guard(limiter=False)
+    for i in range(60):                              # a relay: 60 mails to 12 servers
+        g.accept("203.0.113.25", f"mx{i % 12}.example.net:25", now=1_000.0 + i)
+        g.close("203.0.113.25", now=1_000.5 + i, sent=3_000, received=200,
+                destination=f"mx{i % 12}.example.net:25")
+    text = scrape(GuardCollector(g))
+    assert sample(text, "connguard_findings_total", '{pattern="spam_relay"}') == 1
+    assert sample(text, "connguard_findings_total", '{pattern="port_scan"}') == 0
+    assert sample(text, "connguard_flagged_sources", '{pattern="spam_relay"}') == 1
+    assert sample(text, "connguard_finding_errors_total") == 0
+    assert sample(text, "connguard_pattern_state_full_total") == 0
+    assert "203.0.113.25" not in text

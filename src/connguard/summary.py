@@ -5,7 +5,10 @@ summary to ``on_summary``: the interval's start and end, accepts per
 destination class and patterns raised during it, the tracked and flagged
 sources at its end, and the ``top`` sources ranked by accepts over the
 tracker's window at the interval's end (with their per-class counts and
-live patterns), keyed by pseudonym when a pseudonymizer is set. An interval
+live patterns), keyed by pseudonym when a pseudonymizer is set. The top
+list covers the whole interval when the tracker's ``window`` is at least
+the ``interval``; with a shorter window it shows the interval's last
+window only (the class totals always cover the whole interval). An interval
 with no accept emits nothing; ``stop()`` emits the last one.
 
 Gathering the top sources never holds the interpreter for long: the table
