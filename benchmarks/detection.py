@@ -37,6 +37,11 @@ ROLES = {
     ("003-zeek-scenario-malicious", "10.8.0.61"): "RAT on 1337/tcp (README)",
 }
 MIN_FLOWS = 20
+# --check: the labelled scanners the defaults must flag port_scan (each probed
+# more than 30 ports within an hour or two); every benign or background host
+# must stay unflagged.
+MUST_FLAG = {"192.168.1.9", "172.16.1.11", "104.156.155.13", "104.152.52.193",
+             "51.89.192.233", "89.248.165.60"}
 
 
 def _flows(path: Path) -> Iterator[dict[str, Any]]:
@@ -152,12 +157,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default=default)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless every benign host is unflagged and every "
+                             "scanner in MUST_FLAG is flagged port_scan")
     args = parser.parse_args()
     data = Path(args.data)
     if not data.is_dir():
         print(f"no data directory at {data}", file=sys.stderr)
         return 2
     rows = evaluate(data)
+    if args.check:
+        wrong = [f"{r['host']} ({r['role']}) flagged {r['patterns']}" for r in rows
+                 if r["role"] in ("benign", "background") and r["patterns"]]
+        flagged = {r["host"] for r in rows if "port_scan" in r["patterns"]}
+        wrong += [f"{host} not flagged port_scan" for host in sorted(MUST_FLAG - flagged)]
+        for line in wrong:
+            print(line, file=sys.stderr)
+        print(f"{len(rows)} rows; {'FAILED' if wrong else 'as expected'}")
+        return 1 if wrong else 0
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

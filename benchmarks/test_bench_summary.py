@@ -53,4 +53,5 @@ def test_summary_steps_at_one_million_sources(benchmark: Any) -> None:
     first = summaries[0]                  # the later rounds saw no accept: nothing to emit
     assert first is not None and len(first["top"]) == 1000 and summaries[1:] == [None, None]
     assert first["total_accepts"] == SOURCES
-    assert longest_ms <= BUDGET_MS
+    if not benchmark.disabled:             # a smoke run (--benchmark-disable) judges no timing
+        assert longest_ms <= BUDGET_MS
