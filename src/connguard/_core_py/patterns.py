@@ -342,5 +342,6 @@ class Pool:
         self.capacity = capacity
         self.records: list[Record] = []      # allocated on first use, up to capacity
         self.free: list[int] = []            # numbers of freed records, a stack
+        self.flagged: set[int] = set()       # numbers of records whose owner is flagged
         self.used = 0
         self.full = 0                        # records wanted when none could be had

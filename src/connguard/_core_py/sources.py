@@ -179,7 +179,7 @@ def _accept_record(self: Table, e: Entry, d: tuple[int, int, int], before: int, 
     else:
         r = _new_record(self, e, now, cfg)
     if r is not None:
-        _judge(r, e, before, now, cfg, dirty)
+        _judge(self, r, e, before, now, cfg, dirty)
 
 
 def _record_at(self: Table, e: Entry, now: float, cfg: Config) -> Record:
@@ -197,13 +197,14 @@ def _new_record(self: Table, e: Entry, now: float, cfg: Config) -> Record | None
     return r
 
 
-def _judge(r: Record, e: Entry, before: int, now: float, cfg: Config, dirty: int) -> None:
+def _judge(self: Table, r: Record, e: Entry, before: int, now: float, cfg: Config,
+           dirty: int) -> None:
     """Raise or clear e's windowed patterns from its record; date every raised bit."""
     if r.patterns != before:                     # a new record: nothing dated yet
         before = 0
     e.patterns = evaluate(r, e.patterns, now, cfg.lim, dirty)
     mark_timed(r, before, e.patterns, now)
-    r.patterns = e.patterns
+    self.pool_mark(e.rare, e.patterns)
 
 
 def _raised(self: Table, e: Entry, before: int) -> int:
@@ -254,7 +255,7 @@ def _close_record(self: Table, e: Entry, cls: int, sent: int, received: int, bef
     r = _new_record(self, e, now, cfg) if fresh else _record_at(self, e, now, cfg)
     if r is not None:
         dirty = count_close(r, cls, sent, received, now, cfg.lim)
-        _judge(r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
+        _judge(self, r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
 
 
 def update_rate_flag(e: Entry, now: float, cfg: Config) -> None:
@@ -374,8 +375,9 @@ class SourceTable(ShardedTable):
     def findings_raw(self, now: float | None = None) -> list[tuple[RawStats, RawRecord]]:
         """Return the sources with a pattern live at ``now``, with their records.
 
-        Reads only pattern-state records (every source with a pattern raised
-        has one): O(records), never O(sources). Nothing is changed: a
+        Reads only the flagged records (every source with a pattern raised
+        has one, in its shard's flagged set): O(flagged sources), never
+        O(sources). Nothing is changed: a
         pattern whose evidence has been below its threshold for a full
         window is left out here, and cleared at the source's next event.
         """
@@ -385,9 +387,9 @@ class SourceTable(ShardedTable):
             with self._lock_of(i):
                 pool = table.pool
                 assert pool is not None
-                for r in pool.records:
-                    if r.patterns:
-                        found.append((table.find(r.key_hi, r.key_lo).copy(), r.copy()))
+                for number in pool.flagged:
+                    r = pool.records[number - 1]
+                    found.append((table.find(r.key_hi, r.key_lo).copy(), r.copy()))
         result = []
         for e, r in found:
             raw = _raw(e, r, t, self._cfg)

@@ -176,10 +176,20 @@ class Table:
         e.rare = number
         return r
 
+    def pool_mark(self, number: int, patterns: int) -> None:
+        """Mirror the owner's pattern bits in record ``number``; keep the flagged set."""
+        pool = self.pool
+        assert pool is not None
+        pool.records[number - 1].patterns = patterns
+        if patterns:
+            pool.flagged.add(number)
+        else:
+            pool.flagged.discard(number)
+
     def pool_release(self, number: int) -> None:
         pool = self.pool
         assert pool is not None
-        pool.records[number - 1].patterns = 0
+        self.pool_mark(number, 0)
         pool.free.append(number)
         pool.used -= 1
 
@@ -248,7 +258,8 @@ def table_check(self: Table) -> int:
             or numbers & set(pool.free) or len(numbers) + len(pool.free) != len(pool.records)
             or any(pool.records[e.rare - 1].key_hi != e.key_hi
                    or pool.records[e.rare - 1].key_lo != e.key_lo
-                   or pool.records[e.rare - 1].patterns != e.patterns for e in owners)):
+                   or pool.records[e.rare - 1].patterns != e.patterns for e in owners)
+            or pool.flagged != {e.rare for e in owners if e.patterns}):
         return Broken.PATTERN_STATE
     return Broken.NONE
 

@@ -22,6 +22,8 @@ cdef struct Record:
     double since[_PATTERN_COUNT]      # by pattern bit: when raised
     double above[_PATTERN_COUNT]      # by pattern bit: when last at the threshold
     uint8_t patterns                  # the owner's pattern bits, mirrored
+    uint16_t flag_prev                # the shard's list of flagged records (numbers; 0: none)
+    uint16_t flag_next
     Window w[_GROUPS]
 
 

@@ -151,7 +151,7 @@ cdef void _accept_record(Table* self, Entry* e, Destination* d, uint8_t before, 
     else:
         r = _new_record(self, e, now, cfg, seed)
     if r != NULL:
-        _judge(r, e, before, now, cfg, dirty)
+        _judge(self, r, e, before, now, cfg, dirty)
 
 
 cdef inline Record* _record_at(Table* self, Entry* e, double now, const Config* cfg) noexcept nogil:
@@ -169,14 +169,14 @@ cdef Record* _new_record(Table* self, Entry* e, double now, const Config* cfg,
     return r
 
 
-cdef void _judge(Record* r, Entry* e, uint8_t before, double now, const Config* cfg,
-                 int dirty) noexcept nogil:
+cdef void _judge(Table* self, Record* r, Entry* e, uint8_t before, double now,
+                 const Config* cfg, int dirty) noexcept nogil:
     """Raise or clear e's windowed patterns from its record; date every raised bit."""
     if r.patterns != before:                     # a new record: nothing dated yet
         before = 0
     e.hdr.patterns = evaluate(r, e.hdr.patterns, now, &cfg.lim, dirty)
     mark_timed(r, before, e.hdr.patterns, now)
-    r.patterns = e.hdr.patterns
+    pool_mark(self, e.hdr.rare, e.hdr.patterns)
 
 
 cdef inline int _raised(Table* self, Entry* e, uint8_t before) noexcept nogil:
@@ -249,7 +249,7 @@ cdef void _close_record(Table* self, Entry* e, int cls, int64_t sent, int64_t re
     r = _new_record(self, e, now, cfg, seed) if fresh else _record_at(self, e, now, cfg)
     if r != NULL:
         dirty = count_close(r, cls, sent, received, now, &cfg.lim)
-        _judge(r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
+        _judge(self, r, e, before, now, cfg, _ALL_GROUPS if fresh else dirty)
 
 
 cdef inline void update_rate_flag(Entry* e, double now, const Config* cfg) noexcept nogil:
@@ -542,8 +542,9 @@ cdef class SourceTable(ShardedTable):
     def findings_raw(self, now=None):
         """Return the sources with a pattern live at ``now``, with their records.
 
-        Reads only pattern-state records (every source with a pattern raised
-        has one): O(records), never O(sources). Nothing is changed: a
+        Reads only the flagged records (every source with a pattern raised
+        has one, on its shard's flagged list): O(flagged sources), never
+        O(sources). Nothing is changed: a
         pattern whose evidence has been below its threshold for a full
         window is left out here, and cleared at the source's next event.
         """
@@ -554,6 +555,7 @@ cdef class SourceTable(ShardedTable):
         cdef Record* r
         cdef Entry* e
         cdef uint32_t most = 0
+        cdef uint16_t number
         cdef Entry* entries
         cdef Record* records
         for i in range(self._shard_mask + 1):
@@ -568,14 +570,15 @@ cdef class SourceTable(ShardedTable):
                 table = &self._tables[i]
                 count = 0
                 shard_lock(self, i)
-                for k in range(table.pool_len):
-                    r = &table.pool[k]
-                    if r.patterns:
-                        e = <Entry*>table_find(table, r.key_hi, r.key_lo,
-                                               key_hash(r.key_hi, r.key_lo, self._seed))
-                        entries[count] = e[0]
-                        records[count] = r[0]
-                        count += 1
+                number = table.pool_flagged
+                while number:
+                    r = &table.pool[number - 1]
+                    e = <Entry*>table_find(table, r.key_hi, r.key_lo,
+                                           key_hash(r.key_hi, r.key_lo, self._seed))
+                    entries[count] = e[0]
+                    records[count] = r[0]
+                    count += 1
+                    number = r.flag_next
                 shard_unlock(self, i)
                 for k in range(count):
                     raw = _raw(&entries[k], &records[k], t, &self._cfg)

@@ -47,6 +47,7 @@ cdef struct Table:
     uint32_t pool_len
     uint32_t pool_nfree
     uint32_t pool_used
+    uint16_t pool_flagged     # first record of the list of those whose owner is flagged
     uint64_t pool_full        # records wanted when none could be had
     uint64_t class_accepts[_MAX_CLASSES]   # accepts counted, by destination class
     uint64_t raised_by[8]     # times each Pattern bit was raised
@@ -282,8 +283,33 @@ cdef Record* pool_take(Table* self, Header* e, double now, uint64_t seed) noexce
     return r
 
 
+cdef void pool_mark(Table* self, uint16_t number, uint8_t patterns) noexcept nogil:
+    """Mirror the owner's pattern bits in record ``number``; keep the flagged list.
+
+    The flagged list links exactly the records whose owner has a pattern
+    raised, so findings read those and nothing else.
+    """
+    cdef Record* r = &self.pool[number - 1]
+    if (r.patterns == 0) != (patterns == 0):
+        if patterns:                             # link at the head
+            r.flag_prev = 0
+            r.flag_next = self.pool_flagged
+            if self.pool_flagged:
+                self.pool[self.pool_flagged - 1].flag_prev = number
+            self.pool_flagged = number
+        else:                                    # unlink
+            if r.flag_prev:
+                self.pool[r.flag_prev - 1].flag_next = r.flag_next
+            else:
+                self.pool_flagged = r.flag_next
+            if r.flag_next:
+                self.pool[r.flag_next - 1].flag_prev = r.flag_prev
+            r.flag_prev = r.flag_next = 0
+    r.patterns = patterns
+
+
 cdef void pool_release(Table* self, uint16_t number) noexcept nogil:
-    self.pool[number - 1].patterns = 0
+    pool_mark(self, number, 0)
     self.pool_free[self.pool_nfree] = number
     self.pool_nfree += 1
     self.pool_used -= 1
@@ -402,7 +428,8 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
 cdef int _pool_check(Table* self) noexcept nogil:
     """The records in use and the entries that own them are a bijection that
     mirrors each owner's key and pattern bits; the rest are on the free stack."""
-    cdef uint32_t pos, owners = 0, k
+    cdef uint32_t pos, owners = 0, k, listed = 0, flagged = 0
+    cdef uint16_t number, prev = 0
     cdef Header* e
     cdef Record* r
     for pos in range(self.n):
@@ -421,7 +448,21 @@ cdef int _pool_check(Table* self) noexcept nogil:
     if (owners != self.pool_used or self.pool_len > self.pool_capacity
             or owners + self.pool_nfree != self.pool_len):
         return BROKEN_PATTERN_STATE
-    return BROKEN_NONE
+    # The flagged list holds exactly the records whose owner is flagged.
+    number = self.pool_flagged
+    while number:
+        if number > self.pool_len or listed > self.pool_len:
+            return BROKEN_PATTERN_STATE
+        r = &self.pool[number - 1]
+        if r.patterns == 0 or r.flag_prev != prev:
+            return BROKEN_PATTERN_STATE
+        listed += 1
+        prev = number
+        number = r.flag_next
+    for pos in range(self.n):
+        e = table_at(self, pos)
+        flagged += e.rare != 0 and e.patterns != 0
+    return BROKEN_NONE if listed == flagged else BROKEN_PATTERN_STATE
 
 
 cdef uint64_t _prefix_mask(int bits) noexcept:
