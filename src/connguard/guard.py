@@ -152,8 +152,12 @@ class _GuardAPI(_GuardBase):
         # raised: with enforce=True a mapped pattern becomes an infraction.
         kind = self._finding_kinds.get(finding.pattern) if self._enforce else None
         if kind is not None:
+            # Dated in the tracker's time when the BanManager keeps the same
+            # clock (also when both run on event time from now=), else by the
+            # BanManager's own clock.
+            same_clock = self._bans.clock is self._tracker.clock
             try:
-                self._bans.report(finding.source, kind, finding.last_seen)
+                self._bans.report(finding.source, kind, finding.last_seen if same_clock else None)
             except Exception as exc:
                 self._callback_failed(f"reporting {finding.pattern}", exc)
         if self._on_finding is not None:
@@ -176,16 +180,15 @@ class _GuardAPI(_GuardBase):
 
     def _log_flagged(self, source: str, bits: int) -> None:
         # The first time a source is flagged with each pattern: the only log
-        # line an unbanned source gets.
-        stats = self._tracker.stats(source)
-        if stats is None:
-            return
-        shown = self._pseudonymizer(stats.source) if self._pseudonymizer else stats.source
+        # line an unbanned source gets, with the evidence that raised it.
+        found = {f.pattern: f for f in self._tracker.source_findings(source)}
         for name, bit in PATTERN_BITS.items():
-            if bits & bit:
-                log.warning("connguard: %s flagged %s (active %d, %.1f accepts/s, %d distinct "
-                            "ports; threshold %s)", shown, name, stats.active, stats.rate,
-                            stats.distinct_ports, self._tracker.thresholds.get(name, "n/a"))
+            finding = found.get(name)
+            if bits & bit and finding is not None:
+                shown = self._pseudonymizer(finding.source) if self._pseudonymizer \
+                    else finding.source
+                evidence = ", ".join(f"{key} {value}" for key, value in finding.evidence.items())
+                log.warning("connguard: %s flagged %s (%s)", shown, name, evidence)
 
     def __call__(self, event: Event) -> None:
         """Take an event as the process-wide listener (see connguard.set_listener).

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 
 from . import _core
 from ._netblock import NetblockKeyed, netblock_text
-from ._spec import MAX_CAPACITY, MAX_CLASSES, PATTERNS, SKETCH_BITS, RawStats, TopBy, pattern_names
+from ._spec import (
+    MAX_CAPACITY,
+    MAX_CLASSES,
+    PATTERN_BITS,
+    PATTERNS,
+    SKETCH_BITS,
+    RawStats,
+    TopBy,
+    pattern_names,
+)
 from ._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .events import ACCEPT, CLOSE, Event, byte_count
 from .patterns import (
@@ -234,16 +243,12 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
 
     def _emit_findings(self, source: object, bits: int, now: float) -> None:
         try:
-            _, hi, lo = self.source_key(source)  # type: ignore[arg-type]
-            pair = self.record_raw(hi, lo, now)
+            found = self.source_findings(source, now)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return
-        if pair is None:
-            return
-        raw, record = pair
-        raw = raw._replace(patterns=raw.patterns & bits)
-        for finding in findings_of(self._netblock(raw), raw, record, self._limits,
-                                   self._thresholds, self._window):
+        for finding in found:
+            if not PATTERN_BITS[finding.pattern] & bits:
+                continue
             for callback in self._finding_callbacks:
                 try:
                     callback(finding)
@@ -251,6 +256,16 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
                     with self._unattributed_lock:
                         self._finding_errors += 1
                     log.exception("connguard: an on_finding callback raised")
+
+    def source_findings(self, source: str, now: float | None = None) -> list[Finding]:
+        """Return the live findings of one source's netblock (empty when none)."""
+        _, hi, lo = self.source_key(source)
+        pair = self.record_raw(hi, lo, now)
+        if pair is None:
+            return []
+        raw, record = pair
+        return findings_of(self._netblock(raw), raw, record, self._limits, self._thresholds,
+                           self._window)
 
     @property
     def finding_errors(self) -> int:
