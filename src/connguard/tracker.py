@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -216,6 +217,8 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         self._limits = build_limits(self._patterns, self._class_names)
         self._finding_callbacks: tuple[Callable[[Finding], object], ...] = ()
         self._finding_errors = 0                     # guarded by _unattributed_lock
+        self._finding_logged = -math.inf             # guarded by _unattributed_lock
+        self._finding_suppressed = 0                 # guarded by _unattributed_lock
         self._unattributed = 0
         self._unattributed_lock = threading.Lock()   # guards _unattributed; error path only
         self._refused = RefusedCloses()
@@ -253,9 +256,21 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
                 try:
                     callback(finding)
                 except Exception:
-                    with self._unattributed_lock:
-                        self._finding_errors += 1
-                    log.exception("connguard: an on_finding callback raised")
+                    self._finding_failed()
+
+    def _finding_failed(self) -> None:
+        """Count a callback's exception; log it at most once a minute (with the count
+        of those not logged since), so a broken callback cannot flood the log."""
+        with self._unattributed_lock:
+            self._finding_errors += 1
+            now = time.monotonic()
+            if now - self._finding_logged < 60.0:
+                self._finding_suppressed += 1
+                return
+            self._finding_logged = now
+            suppressed, self._finding_suppressed = self._finding_suppressed, 0
+        log.exception("connguard: an on_finding callback raised (%d more since the last report)",
+                      suppressed)
 
     def source_findings(self, source: str, now: float | None = None) -> list[Finding]:
         """Return the live findings of one source's netblock (empty when none)."""
