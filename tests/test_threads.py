@@ -97,3 +97,30 @@ def test_many_sources_with_evictions_keep_aggregates_consistent(make_tracker: Ma
     # evicted) or, with the table full of busy sources, an overflow.
     assert tracked + evictions + overflows == THREADS * 3_000
     t.check_consistency()
+
+
+def test_patterns_raised_concurrently_are_each_announced_once(make_tracker: Make) -> None:
+    found: list[Any] = []
+    lock = threading.Lock()
+
+    def collect(finding: Any) -> None:
+        with lock:
+            found.append((finding.source, finding.pattern))
+
+    t = make_tracker(capacity=64, shards=2, on_finding=collect)
+
+    def work(n: int) -> None:
+        relay = f"198.51.100.{n}"
+        for i in range(120):
+            t.accept(relay, f"mx{i % 15}.example.net:25", now=1_000.0 + i)
+            t.close(relay, now=1_000.5 + i, sent=2_000, received=300,
+                    destination=f"mx{i % 15}.example.net:25")
+            if i % 10 == 0:
+                t.findings(1_000.0 + i)              # readers race the writers
+
+    run_threads(work)
+    relays = {f"198.51.100.{n}" for n in range(THREADS)}
+    assert sorted(found) == sorted((r, "spam_relay") for r in relays)
+    assert {(f.source, f.pattern) for f in t.findings(1_120.0)} == set(found)
+    assert t.flagged_by()[2] == THREADS and t.raised_by()[2] == THREADS
+    t.check_consistency()

@@ -24,7 +24,7 @@ MAX_ACTIVE = 2**32 - 1      #: open connections one source entry can count
 MAX_TIME = 1e15             #: |now| in seconds (about 32 million years) is at most this
 UNTRACKED_SLOTS = 64        #: netblocks per shard whose untracked opens are remembered
 PATTERN_STATE_RATIO = 128   #: a shard holds pattern state for 1 in this many of its sources
-PATTERN_STATE_MIN = 4       #: ... and for at least this many
+PATTERN_STATE_MIN = 16      #: ... and for at least this many
 PATTERN_STATE_MAX = 65535   #: ... and at most this many (record numbers are 16-bit)
 TRIGGER_COUNT = 16          #: accepts of a volume class in the source's window that earn pattern state
 

@@ -15,7 +15,7 @@ cdef enum:
     _PATTERN_COUNT = 6         # Pattern bits a record dates
     _TRIGGER_COUNT = 16        # accepts of a volume class that earn pattern state
     _PATTERN_STATE_RATIO = 128
-    _PATTERN_STATE_MIN = 4
+    _PATTERN_STATE_MIN = 16
     _PATTERN_STATE_MAX = 65535
 
 cdef enum:                     # _spec.Group, _spec.GROUP_SHIFT
