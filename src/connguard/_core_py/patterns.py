@@ -99,7 +99,7 @@ def _bucket(now: float, window: float) -> float:
     return math.floor(now / window)
 
 
-def weight(now: float, window: float) -> float:
+def pattern_weight(now: float, window: float) -> float:
     """Share of the previous bucket still inside the window."""
     return 1.0 - (now / window - math.floor(now / window))
 
@@ -149,7 +149,7 @@ def group_hits(r: Record, g: int, now: float, lim: PatternLimits) -> bool:
         return False
     if g == _DNS and w.nbytes[0] + w.nbytes[1] < lim.dns_bytes:
         return False
-    wt = weight(now, lim.windows[g])
+    wt = pattern_weight(now, lim.windows[g])
     if g == _SPAM:
         closed = _weighted(w.closed, wt)
         return (_weighted(w.n, wt) >= lim.spam_connections
@@ -278,7 +278,7 @@ def count_close(r: Record, cls: int, sent: int, received: int, now: float,
         if cls >= 0:
             takes = bool(lim.accept_masks[_DNS] >> cls & 1)
         else:
-            wt = weight(now, lim.windows[_DNS])
+            wt = pattern_weight(now, lim.windows[_DNS])
             dns = _weighted(w.n, wt)
             takes = dns > 0 and dns >= 9.0 * _weighted(w.aux, wt)
         if takes:
@@ -287,7 +287,7 @@ def count_close(r: Record, cls: int, sent: int, received: int, now: float,
     return dirty
 
 
-def seed(r: Record, cls_cur: list[int], cls_prev: list[int], hosts: int, ports: int,
+def seed_record(r: Record, cls_cur: list[int], cls_prev: list[int], hosts: int, ports: int,
          lim: PatternLimits) -> None:
     """Start a new record's current buckets from the owner's window counts.
 
@@ -324,7 +324,7 @@ def raw_record(r: Record, now: float, lim: PatternLimits) -> RawRecord:
     record_roll(r, now, lim)
     return RawRecord(
         r.stamp, tuple(r.since), tuple(r.above),
-        tuple(weight(now, lim.windows[g]) for g in range(_GROUPS)),
+        tuple(pattern_weight(now, lim.windows[g]) for g in range(_GROUPS)),
         tuple((*w.n, *w.aux, *w.closed, *w.empty, *w.nbytes, *w.hosts, *w.ports)
               for w in r.windows))
 

@@ -33,7 +33,7 @@ from .patterns import (
     mark_timed,
     raw_record,
     record_roll,
-    seed,
+    seed_record,
 )
 from .table import Header, ShardedTable, Table, table_flags_changed
 
@@ -192,7 +192,7 @@ def _record_at(self: Table, e: Entry, now: float, cfg: Config) -> Record:
 def _new_record(self: Table, e: Entry, now: float, cfg: Config) -> Record | None:
     r = self.pool_take(e, now)
     if r is not None:
-        seed(r, e.cls_cur, e.cls_prev, e.hosts_cur | e.hosts_prev, e.ports_cur | e.ports_prev,
+        seed_record(r, e.cls_cur, e.cls_prev, e.hosts_cur | e.hosts_prev, e.ports_cur | e.ports_prev,
              cfg.lim)
     return r
 
