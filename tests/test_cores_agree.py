@@ -319,3 +319,40 @@ def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, fl
         if g.limiter is not None:
             g.limiter.check_consistency()
             assert g.limiter.counters() == guards[0].limiter.counters()  # type: ignore[union-attr]
+
+
+flow = st.tuples(
+    # Starts mostly in order, sometimes behind (late once the clock passed them) or malformed.
+    st.one_of(st.floats(0.0, 40.0, allow_nan=False), st.sampled_from([float("nan"), "x", 2**80])),
+    st.one_of(st.none(), st.floats(0.0, 8.0, allow_nan=False), st.sampled_from([-1.0, 1e300])),
+    st.integers(0, len(SOURCES) + 1),                 # the last two are not addresses
+    st.integers(0, len(DESTINATIONS)),                # the last one is not a string
+    st.sampled_from(BYTES + [-3, True]),
+    st.sampled_from(BYTES),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, batches=st.lists(st.tuples(st.lists(flow, max_size=40),
+                                                  st.integers(0, 30)), max_size=5))
+def test_replays_agree(both: tuple[type, type], config: dict[str, Any],
+                       batches: list[tuple[list[tuple[Any, ...]], int]]) -> None:
+    """Batches of flows, in any order and with malformed ones, replay alike on both cores."""
+    raised: list[list[tuple[str, str, float]]] = [[], []]
+    trackers = [cls(clock=lambda: 0.0, **config) for cls in both]
+    for t, seen in zip(trackers, raised, strict=True):
+        t.add_finding_callback(lambda f, seen=seen: seen.append((f.source, f.pattern, f.first_seen)))
+    sources = SOURCES + ["not an address", 7]
+    destinations: list[object] = [*DESTINATIONS, None]
+    for i, (flows, keep) in enumerate(batches + [([], 0)]):
+        columns = list(zip(*flows)) if flows else [(), (), (), (), (), ()]
+        starts, durations, si, di, sent, received = columns
+        args = (list(starts), list(durations), [sources[k] for k in si],
+                [destinations[k] for k in di], list(sent), list(received))
+        results = [t.replay(*args, keep=0 if i == len(batches) else keep) for t in trackers]
+        assert results[0] == results[1]
+        assert observe(trackers[0], 50.0) == observe(trackers[1], 50.0)
+    assert raised[0] == raised[1]
+    for t in trackers:
+        t.check_consistency()
+        assert t.active_connections == 0           # every accepted flow was closed at the end

@@ -22,9 +22,12 @@ Locking, beside the data it guards:
   ``shard_lock``/``shard_unlock`` (table.pxi) are the only places that know.
 """
 
+import threading
+
 cimport cython
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.math cimport floor, isfinite
+from libc.math cimport INFINITY, floor, isfinite
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcpy, memset
@@ -101,6 +104,7 @@ include "_pxi/parse.pxi"
 include "_pxi/destinations.pxi"
 include "_pxi/patterns.pxi"
 include "_pxi/table.pxi"
+include "_pxi/replay.pxi"
 include "_pxi/sources.pxi"
 include "_pxi/bans.pxi"
 include "_pxi/limits.pxi"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._spec import (
     COUNT_MAX,
@@ -35,6 +35,7 @@ from .patterns import (
     record_roll,
     seed_record,
 )
+from .replay import Replay
 from .table import Header, ShardedTable, Table, table_flags_changed
 
 # Plain ints: IntFlag arithmetic would cost on every accept.
@@ -315,6 +316,7 @@ class SourceTable(ShardedTable):
         self._watch_class = watch_class
         self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold),
                            bool(deny), patterns)
+        self._replay = Replay()
 
     def set_finding_hook(self, hook: Callable[[object, int, float], object] | None) -> None:
         """Set (or clear, with None) the callable told of raised patterns."""
@@ -345,6 +347,65 @@ class SourceTable(ShardedTable):
         if result >> 8 & 0xFF and self._on_finding is not None:
             self._on_finding(source, result >> 8 & 0xFF, t)
         return result != 0
+
+    def replay(self, starts: Sequence[object], durations: Sequence[object],
+               sources: Sequence[object], destinations: Sequence[object],
+               sent: Sequence[object] | None = None, received: Sequence[object] | None = None,
+               *, keep: int = 0) -> tuple[int, int, list[tuple[int, str]]]:
+        """Replay a batch of flows in event-time order; return (played, late, skipped).
+
+        Flow ``i`` starts at ``starts[i]`` (seconds) and lasts
+        ``durations[i]`` (None: 0) from ``sources[i]`` to
+        ``destinations[i]`` (a str, "" for none), with ``sent[i]`` and
+        ``received[i]`` bytes (None, or the whole column None: unknown).
+        The flows join those pending from earlier calls; accepts then play
+        in start order, closes (at start + duration, with the bytes and the
+        destination) in end order, until at most ``keep`` flows wait for
+        their accept; ``keep=0`` ends the replay: every pending event plays.
+        The clock is the flows' own. ``played`` counts the accepts played,
+        ``late`` the flows that started before the replay clock (played at
+        the clock), ``skipped`` lists ``(index, reason)`` for flows refused
+        as malformed; they change nothing. Raises ValueError when columns
+        differ in length, RuntimeError when a replay is already running.
+        """
+        keep = _keep_arg(keep)
+        state = self._replay
+        if not state.busy.acquire(blocking=False):
+            raise RuntimeError("a replay is already running on this table")
+        try:
+            late, skipped = state.push(self, starts, durations, sources, destinations, sent,
+                                       received)
+            played = 0
+            while len(state.accepts) > keep:
+                start = state.accepts[0][0]
+                while state.closes and state.closes[0][0] < start:
+                    self._replay_close(state)
+                _, seq, flow = heapq.heappop(state.accepts)
+                hi, lo, d, _, _, source, end = flow
+                state.clock = start
+                result = tracker_accept(self, hi, lo, d, start)  # type: ignore[arg-type]
+                if result or not self._cfg.deny:                 # a refused one never closes
+                    heapq.heappush(state.closes, (end, seq, flow))  # type: ignore[arg-type]
+                played += 1
+                if result >> 8 & 0xFF and self._on_finding is not None:
+                    self._on_finding(source, result >> 8 & 0xFF, start)
+            if keep == 0:
+                while state.closes:
+                    self._replay_close(state)
+            return played, late, skipped
+        finally:
+            state.busy.release()
+
+    def _replay_close(self, state: Replay) -> None:
+        end, _, flow = heapq.heappop(state.closes)
+        hi, lo, d, sent, received, source, _ = flow
+        state.clock = end
+        i = self._shard_of(hi, lo)                               # type: ignore[arg-type]
+        with self._lock_of(i):
+            result = table_close(self._tables[i], hi, lo, end, self._cfg,  # type: ignore[arg-type]
+                                 d[0], sent, received)           # type: ignore[index]
+        if result >> 8 & 0xFF and self._on_finding is not None:
+            self._on_finding(source, result >> 8 & 0xFF, end)
 
     def _copy_pair(self, hi: int, lo: int) -> tuple[Entry | None, Record | None]:
         i = self._shard_of(hi, lo)
@@ -484,6 +545,12 @@ class SourceTable(ShardedTable):
             assert t.pool is not None
             total += sum(sys.getsizeof(r) for r in list(t.pool.records))
         return total
+
+
+def _keep_arg(keep: object) -> int:
+    if type(keep) is not int or not 0 <= keep < 2**62:
+        raise ValueError(f"keep must be an int >= 0, got {keep!r}")
+    return keep
 
 
 def _bytes_arg(name: str, value: object) -> int:

@@ -279,6 +279,12 @@ cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
     return 0
 
 
+cdef Py_ssize_t _keep_arg(object keep) except -1:
+    if type(keep) is not int or not 0 <= keep < 2**62:
+        raise ValueError(f"keep must be an int >= 0, got {keep!r}")
+    return keep
+
+
 cdef int64_t _bytes_arg(str name, object value) except -2:
     """-1 for None, else a byte count (an int >= 0; clamped to 2**63 - 1)."""
     if value is None:
@@ -306,12 +312,17 @@ cdef inline int tracker_close(SourceTable tracker, object source, object now, ob
         classify(destination, &tracker._classes, &d)
         cls = d.cls
     t[0] = tracker._now(now)
+    return tracker_close_key(tracker, hi, lo, t[0], cls, n_sent, n_received)
+
+
+cdef inline int tracker_close_key(SourceTable tracker, uint64_t hi, uint64_t lo, double t,
+                                  int cls, int64_t sent, int64_t received) noexcept:
     cdef uint64_t h = key_hash(hi, lo, tracker._seed)
     cdef Py_ssize_t i = h & tracker._shard_mask
     cdef int result
     shard_lock(tracker, i)
-    result = table_close(&tracker._tables[i], hi, lo, h, t[0], &tracker._cfg, cls, n_sent,
-                         n_received, tracker._seed)
+    result = table_close(&tracker._tables[i], hi, lo, h, t, &tracker._cfg, cls, sent,
+                         received, tracker._seed)
     shard_unlock(tracker, i)
     return result
 
@@ -431,6 +442,7 @@ cdef class SourceTable(ShardedTable):
     cdef uint8_t* _port_class
     cdef uint64_t* _watch
     cdef object _on_finding
+    cdef Replay _replay          # its state is guarded by _replay.busy
 
     def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
                  uint32_t concurrent_threshold, double rate_threshold,
@@ -464,6 +476,7 @@ cdef class SourceTable(ShardedTable):
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
         self._cfg.deny = deny
+        self._replay = Replay()
 
     def __dealloc__(self):
         free(self._port_class)
@@ -503,6 +516,74 @@ cdef class SourceTable(ShardedTable):
         if result > 0xFF and self._on_finding is not None:
             self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
         return result != 0
+
+    def replay(self, starts, durations, sources, destinations, sent=None, received=None,
+               *, keep=0):
+        """Replay a batch of flows in event-time order; return (played, late, skipped).
+
+        Flow ``i`` starts at ``starts[i]`` (seconds) and lasts
+        ``durations[i]`` (None: 0) from ``sources[i]`` to
+        ``destinations[i]`` (a str, "" for none), with ``sent[i]`` and
+        ``received[i]`` bytes (None, or the whole column None: unknown).
+        The flows join those pending from earlier calls; accepts then play
+        in start order, closes (at start + duration, with the bytes and the
+        destination) in end order, until at most ``keep`` flows wait for
+        their accept; ``keep=0`` ends the replay: every pending event plays.
+        The clock is the flows' own. ``played`` counts the accepts played,
+        ``late`` the flows that started before the replay clock (played at
+        the clock), ``skipped`` lists ``(index, reason)`` for flows refused
+        as malformed; they change nothing. Raises ValueError when columns
+        differ in length, RuntimeError when a replay is already running.
+        """
+        cdef Replay state = self._replay
+        cdef Py_ssize_t n_keep = _keep_arg(keep), played = 0
+        cdef Due due
+        cdef Flow* f
+        cdef double start
+        cdef int result
+        if not state.busy.acquire(False):
+            raise RuntimeError("a replay is already running on this table")
+        try:
+            late, skipped = state.push(self, &self._classes, starts, durations, sources,
+                                       destinations, sent, received)
+            while state.accepts.n > n_keep:
+                start = state.accepts.items[0].t
+                while state.closes.n and state.closes.items[0].t < start:
+                    self._replay_close(state)
+                due = heap_pop(&state.accepts)
+                f = &state.flows[due.slot]
+                state.clock = start
+                result = tracker_accept(self, f.hi, f.lo, &f.d, start)
+                source = <object>f.source
+                if result or not self._cfg.deny:         # a refused one never closes
+                    due.t = f.end
+                    try:
+                        heap_push(&state.closes, due)
+                    except MemoryError:
+                        state.release(due.slot)
+                        raise
+                else:
+                    state.release(due.slot)
+                played += 1
+                if result > 0xFF and self._on_finding is not None:
+                    self._on_finding(source, (result >> 8) & 0xFF, start)
+            if n_keep == 0:
+                while state.closes.n:
+                    self._replay_close(state)
+            return played, late, skipped
+        finally:
+            state.busy.release()
+
+    cdef int _replay_close(self, Replay state) except -1:
+        cdef Due due = heap_pop(&state.closes)
+        cdef Flow* f = &state.flows[due.slot]
+        cdef int result
+        state.clock = due.t
+        result = tracker_close_key(self, f.hi, f.lo, due.t, f.d.cls, f.sent, f.received)
+        source = state.release(due.slot)
+        if result > 0xFF and self._on_finding is not None:
+            self._on_finding(source, (result >> 8) & 0xFF, due.t)
+        return 0
 
     cdef bint _copy_pair(self, uint64_t hi, uint64_t lo, Entry* e, Record* r,
                          bint* has_record) noexcept:
