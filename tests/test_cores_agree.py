@@ -351,8 +351,11 @@ def test_replays_agree(both: tuple[type, type], config: dict[str, Any],
                 [destinations[k] for k in di], list(sent), list(received))
         results = [t.replay(*args, keep=0 if i == len(batches) else keep) for t in trackers]
         assert results[0] == results[1]
+        assert trackers[0].replay_clock == trackers[1].replay_clock
         assert observe(trackers[0], 50.0) == observe(trackers[1], 50.0)
     assert raised[0] == raised[1]
+    named = [d for d in DESTINATIONS if d] + [None]
+    assert trackers[0].destination_classes(named) == trackers[1].destination_classes(named)
     for t in trackers:
         t.check_consistency()
         assert t.active_connections == 0           # every accepted flow was closed at the end

@@ -305,6 +305,11 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         (passed None, or its destination classes are not among class_names)."""
         return self._patterns
 
+    def netblock(self, source: str) -> str:
+        """Return the netblock ``source`` is counted under, named as stats and findings name it."""
+        _, hi, lo = self.source_key(source)
+        return netblock_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix)
+
     def _netblock(self, raw: RawStats) -> str:
         return netblock_text(raw.key_hi, raw.key_lo, self._ipv4_prefix, self._ipv6_prefix)
 

@@ -396,6 +396,15 @@ class SourceTable(ShardedTable):
         finally:
             state.busy.release()
 
+    @property
+    def replay_clock(self) -> float:
+        """The time of the last event a replay played (-inf before any)."""
+        return self._replay.clock
+
+    def destination_classes(self, destinations: Sequence[str | None]) -> bytes:
+        """Return the class id of each destination (str, or None for none) as bytes."""
+        return bytes(self._classify(d)[0] for d in destinations)
+
     def _replay_close(self, state: Replay) -> None:
         end, _, flow = heapq.heappop(state.closes)
         hi, lo, d, sent, received, source, _ = flow

@@ -574,6 +574,21 @@ cdef class SourceTable(ShardedTable):
         finally:
             state.busy.release()
 
+    @property
+    def replay_clock(self):
+        """The time of the last event a replay played (-inf before any)."""
+        return self._replay.clock
+
+    def destination_classes(self, destinations):
+        """Return the class id of each destination (str, or None for none) as bytes."""
+        cdef Destination d
+        cdef Py_ssize_t i, n = len(destinations)
+        out = bytearray(n)
+        for i in range(n):
+            classify(destinations[i], &self._classes, &d)
+            out[i] = d.cls
+        return bytes(out)
+
     cdef int _replay_close(self, Replay state) except -1:
         cdef Due due = heap_pop(&state.closes)
         cdef Flow* f = &state.flows[due.slot]

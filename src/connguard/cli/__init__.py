@@ -1,6 +1,6 @@
 """The ``connguard`` command: one console script, a subcommand per job.
 
-``connguard demo`` today; replay, proxy and bans join it as they land. Also
+``connguard demo`` and ``connguard replay``; proxy and bans join them as they land. Also
 ``python -m connguard``. This is the top layer: it may import anything below.
 """
 
@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo
+from . import demo, replay
 
 __all__ = ["main"]
 
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"connguard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
+    replay.add_parser(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)
     return status
