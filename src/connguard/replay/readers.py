@@ -31,6 +31,7 @@ import csv
 import datetime
 import gzip
 import io
+import itertools
 import json
 import os
 from collections import Counter
@@ -178,6 +179,18 @@ class _ArgusClock:
             raise _Bad(f"StartTime is not YYYY/MM/DD HH:MM:SS: {text[:40]!r}")
         return base + seconds
 
+    def many(self, texts: list[str]) -> list[float]:
+        """Every text's time, as __call__ would read it; raises _Bad or ValueError."""
+        for minute in {text[:16] for text in texts}:
+            if minute not in self._minutes:
+                self(minute + ":00")
+        minutes = self._minutes
+        seconds = [float(text[17:]) for text in texts]
+        if any(text[16:17] != ":" for text in texts) or min(seconds) < 0.0 or \
+                max(seconds) >= 61.0:
+            raise ValueError("not YYYY/MM/DD HH:MM:SS")
+        return [minutes[text[:16]] + second for text, second in zip(texts, seconds, strict=True)]
+
 
 def detect(first_line: str) -> str | None:
     """The format a file's first line announces, or None."""
@@ -215,6 +228,7 @@ class FlowFile:
             self._raw.seek(0)
             binary: IO[bytes] = gzip.GzipFile(fileobj=self._raw) if magic == b"\x1f\x8b" \
                 else self._raw
+            self._binary = binary
             self._text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace",
                                           newline="")
             first = self._first_line()
@@ -261,75 +275,67 @@ class FlowFile:
             "zeek": self._zeek, "zeek-json": self._zeek_json, "binetflow": self._binetflow,
             "csv": self._csv}[self.format]
         try:
-            yield from reader(skipped, size)
+            fast = self._arrow(skipped, size) if self.format in ("zeek", "binetflow") else None
+            yield from reader(skipped, size) if fast is None else fast
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise FormatError(f"{self.path}: reading failed: {exc}") from None
 
+    def _arrow(self, skipped: Skipped, size: int) -> Iterator[Chunk] | None:
+        """The pyarrow path for Zeek TSV and binetflow, or None without pyarrow."""
+        try:
+            from . import _arrow
+        except ImportError:
+            return None
+        binary = self._binary
+        binary.seek(0)
+        offset = 0
+        if self.format == "binetflow":
+            offset = 1
+            names = [name.strip() for name in next(csv.reader([_text(binary.readline())]))]
+            index = _argus_index(names, self.path)
+            return _arrow.batches(
+                binary, self.path, names,
+                {role: names[i] for role, i in zip(_arrow.ARGUS_ROLES, index, strict=True)
+                 if i >= 0}, offset, ",", skipped, _arrow.argus,
+                lambda parts, line, out: _argus_row(parts, line, index, len(names),
+                                                    _ArgusClock(), out, skipped, self.path),
+                size)
+        header = _ZeekHeader(self.path)
+        while True:                               # the directives before the first row
+            where = binary.tell()
+            line = _text(binary.readline())
+            if line and (line[0] == "#" or not line.strip()):
+                offset += 1
+                header.row(line.rstrip("\r\n"), offset, _new_chunk(), skipped)
+                continue
+            binary.seek(where)
+            break
+        if header.index is None:
+            raise FormatError(f"{self.path}: no #fields header")
+        if len(header.sep) != 1:
+            return None
+        return _arrow.batches(
+            binary, self.path, header.names,
+            {role: header.names[i] for role, i in zip(_arrow.ZEEK_ROLES, header.index,
+                                                      strict=True) if i >= 0},
+            offset, header.sep, skipped, lambda columns: _arrow.zeek(columns, header.unset),
+            lambda parts, line, out: header.parts_row(parts, line, out, skipped), size)
+
     def _zeek(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
-        sep, unset_field, empty_field = "\t", "-", "(empty)"
-        where, out, index = self.path, _new_chunk(), None
-        unset = ("-", "(empty)", "")
-        width = 0
-        for lineno, line in enumerate(self._text, 1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            if line[0] == "#":
-                directive, _, value = line.partition(" ")
-                if directive == "#separator":
-                    sep = value.encode().decode("unicode_escape") or "\t"
-                    continue
-                directive, _, value = line.partition(sep)
-                if directive == "#unset_field":
-                    unset_field = value
-                elif directive == "#empty_field":
-                    empty_field = value
-                elif directive == "#fields":
-                    names = value.split(sep)
-                    missing = [n for n in _ZEEK_REQUIRED if n not in names]
-                    if missing:
-                        raise FormatError(f"{where}:{lineno}: #fields has no {missing[0]!r}")
-                    index = [names.index(n) if n in names else -1 for n in (
-                        "ts", "id.orig_h", "id.resp_h", "id.resp_p", "proto", "duration",
-                        "orig_bytes", "resp_bytes")]
-                    width = max(index) + 1
-                    unset = (unset_field, empty_field, "")
-                continue
-            if index is None:
-                raise FormatError(f"{where}:{lineno}: a data line before the #fields header")
-            parts = line.split(sep)
-            if len(parts) < width:
-                skipped.add(where, lineno, f"{len(parts)} fields where #fields names {width}")
-                continue
-            its, isrc, idst, iport, iproto, idur, isent, irecv = index
-            try:
-                start = _number(parts[its], "ts", unset)
-                if start is None:
-                    raise _Bad("ts is unset")
-                target = destination(
-                    parts[idst] if idst >= 0 and parts[idst] not in unset else "",
-                    _port(parts[iport], "id.resp_p", unset) if iport >= 0 else None,
-                    parts[iproto] if iproto >= 0 else None)
-                duration = _number(parts[idur], "duration", unset) if idur >= 0 else None
-                sent = _count(parts[isent], "orig_bytes", unset) if isent >= 0 else None
-                received = _count(parts[irecv], "resp_bytes", unset) if irecv >= 0 else None
-            except _Bad as exc:
-                skipped.add(where, lineno, str(exc))
-                continue
-            out.destinations.append(target)
-            out.durations.append(duration)
-            out.sent.append(sent)
-            out.received.append(received)
-            out.starts.append(start)
-            out.sources.append(parts[isrc])
-            out.lines.append(lineno)
-            if len(out.starts) >= size:
-                yield out
-                out = _new_chunk()
-        if index is None:
-            raise FormatError(f"{where}: no #fields header")
-        if out.starts:
-            yield out
+        header = _ZeekHeader(self.path)
+        lineno = 0
+        for block in _blocks(self._text, size):
+            first = lineno + 1
+            lineno += len(block)
+            chunk = _zeek_fast(block, header, first) if header.index is not None else None
+            if chunk is None:                    # directives, or a row to skip, inside
+                chunk = _new_chunk()
+                for n, line in enumerate(block, first):
+                    header.row(line.rstrip("\r\n"), n, chunk, skipped)
+            if chunk.starts:
+                yield chunk
+        if header.index is None:
+            raise FormatError(f"{self.path}: no #fields header")
 
     def _zeek_json(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
         where, out = self.path, _new_chunk()
@@ -358,48 +364,20 @@ class FlowFile:
             yield out
 
     def _binetflow(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
-        where, out = self.path, _new_chunk()
-        rows = csv.reader(self._text)
-        header = [name.strip() for name in next(rows)]
-        missing = [n for n in _ARGUS_REQUIRED if n not in header]
-        if missing:
-            raise FormatError(f"{where}:1: the header has no {missing[0]!r} column")
-        index = [header.index(n) if n in header else -1 for n in (
-            "StartTime", "SrcAddr", "DstAddr", "Dport", "Proto", "Dur", "SrcBytes", "TotBytes")]
-        width = max(index) + 1
-        its, isrc, idst, iport, iproto, idur, isent, itotal = index
+        header = [name.strip() for name in next(csv.reader([next(self._text)]))]
+        index = _argus_index(header, self.path)
         clock = _ArgusClock()
-        unset = ("",)
-        for row in rows:
-            if len(row) < width:
-                if row:
-                    skipped.add(where, rows.line_num, f"{len(row)} columns where the header "
-                                                      f"names {len(header)}")
-                continue
-            try:
-                start = clock(row[its])
-                proto = row[iproto] if iproto >= 0 else None
-                port = _port(row[iport], "Dport", unset) if iport >= 0 else None
-                duration = _number(row[idur], "Dur", unset) if idur >= 0 else None
-                sent = _count(row[isent], "SrcBytes", unset) if isent >= 0 else None
-                total = _count(row[itotal], "TotBytes", unset) if itotal >= 0 else None
-                if sent is not None and total is not None and total < sent:
-                    raise _Bad(f"TotBytes {total} is less than SrcBytes {sent}")
-            except _Bad as exc:
-                skipped.add(where, rows.line_num, str(exc))
-                continue
-            out.starts.append(start)
-            out.durations.append(duration)
-            out.sources.append(row[isrc])
-            out.destinations.append(destination(row[idst], port, proto))
-            out.sent.append(sent)
-            out.received.append(None if sent is None or total is None else total - sent)
-            out.lines.append(rows.line_num)
-            if len(out.starts) >= size:
-                yield out
-                out = _new_chunk()
-        if out.starts:
-            yield out
+        lineno = 1
+        for block in _blocks(self._text, size):
+            first = lineno + 1
+            lineno += len(block)
+            chunk = _argus_fast(block, index, len(header), clock, first)
+            if chunk is None:                    # quoted fields, or a row to skip, inside
+                chunk = _new_chunk()
+                for n, row in enumerate(csv.reader(block), first):
+                    _argus_row(row, n, index, len(header), clock, chunk, skipped, self.path)
+            if chunk.starts:
+                yield chunk
 
     def _csv(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
         where, out = self.path, _new_chunk()
@@ -483,3 +461,208 @@ def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> 
             source, target,
             _count(row[index["sent"]], "sent", unset) if index["sent"] >= 0 else None,
             _count(row[index["received"]], "received", unset) if index["received"] >= 0 else None)
+
+
+_TRANSPORT = (None, "tcp", "udp")
+
+
+def _blocks(text: IO[str], size: int) -> Iterator[list[str]]:
+    """The remaining lines of ``text`` in lists of ``size``."""
+    while True:
+        block = list(itertools.islice(text, size))
+        if not block:
+            return
+        yield block
+
+
+def _column(rows: list[list[str]], i: int, convert: Callable[[str], Any],
+            unset: tuple[str, ...]) -> list[Any]:
+    """Column ``i`` converted (None where unset, or everywhere when i < 0); raises ValueError."""
+    if i < 0:
+        return [None] * len(rows)
+    return [None if r[i] in unset else convert(r[i]) for r in rows]
+
+
+def _check_counts(*columns: list[int | None]) -> None:
+    for column in columns:
+        if min((v for v in column if v is not None), default=0) < 0:
+            raise ValueError("a negative count")
+
+
+def _check_ports(ports: list[int | None]) -> None:
+    known = [p for p in ports if p is not None]
+    if known and (min(known) < 0 or max(known) > 65535):
+        raise ValueError("a port out of range")
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace")
+
+
+def _argus_index(header: list[str], where: str) -> tuple[int, ...]:
+    """Where each field of a flow is in a binetflow header; FormatError without the required."""
+    missing = [n for n in _ARGUS_REQUIRED if n not in header]
+    if missing:
+        raise FormatError(f"{where}:1: the header has no {missing[0]!r} column")
+    return tuple(header.index(n) if n in header else -1 for n in (
+        "StartTime", "SrcAddr", "DstAddr", "Dport", "Proto", "Dur", "SrcBytes", "TotBytes"))
+
+
+class _ZeekHeader:
+    """The directives read so far from a Zeek TSV log, and its row reader."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.sep, self.unset_field, self.empty_field = "\t", "-", "(empty)"
+        self.unset: tuple[str, ...] = ("-", "(empty)", "")
+        self.index: tuple[int, ...] | None = None
+        self.names: list[str] = []
+        self.columns = 0                         # fields #fields names
+
+    def row(self, line: str, lineno: int, out: Chunk, skipped: Skipped) -> None:
+        """Take one line: a directive, a flow (added to ``out``) or a row to skip."""
+        if not line:
+            return
+        if line[0] == "#":
+            self._directive(line, lineno)
+            return
+        if self.index is None:
+            raise FormatError(f"{self.where}:{lineno}: a data line before the #fields header")
+        self.parts_row(line.split(self.sep), lineno, out, skipped)
+
+    def parts_row(self, parts: list[str], lineno: int, out: Chunk, skipped: Skipped) -> None:
+        """Take one data line split into its fields."""
+        assert self.index is not None
+        if len(parts) != self.columns:
+            skipped.add(self.where, lineno, f"{len(parts)} fields where #fields names "
+                                            f"{self.columns}")
+            return
+        its, isrc, idst, iport, iproto, idur, isent, irecv = self.index
+        unset = self.unset
+        try:
+            start = _number(parts[its], "ts", unset)
+            if start is None:
+                raise _Bad("ts is unset")
+            target = destination(
+                parts[idst] if idst >= 0 and parts[idst] not in unset else "",
+                _port(parts[iport], "id.resp_p", unset) if iport >= 0 else None,
+                parts[iproto] if iproto >= 0 else None)
+            duration = _number(parts[idur], "duration", unset) if idur >= 0 else None
+            sent = _count(parts[isent], "orig_bytes", unset) if isent >= 0 else None
+            received = _count(parts[irecv], "resp_bytes", unset) if irecv >= 0 else None
+        except _Bad as exc:
+            skipped.add(self.where, lineno, str(exc))
+            return
+        for column, value in zip(out, (start, duration, parts[isrc], target, sent, received,
+                                       lineno), strict=True):
+            column.append(value)
+
+    def _directive(self, line: str, lineno: int) -> None:
+        directive, _, value = line.partition(" ")
+        if directive == "#separator":
+            self.sep = value.encode().decode("unicode_escape") or "\t"
+            return
+        directive, _, value = line.partition(self.sep)
+        if directive == "#unset_field":
+            self.unset_field = value
+        elif directive == "#empty_field":
+            self.empty_field = value
+        elif directive == "#fields":
+            names = self.names = value.split(self.sep)
+            missing = [n for n in _ZEEK_REQUIRED if n not in names]
+            if missing:
+                raise FormatError(f"{self.where}:{lineno}: #fields has no {missing[0]!r}")
+            self.index = tuple(names.index(n) if n in names else -1 for n in (
+                "ts", "id.orig_h", "id.resp_h", "id.resp_p", "proto", "duration",
+                "orig_bytes", "resp_bytes"))
+            self.columns = len(names)
+        self.unset = (self.unset_field, self.empty_field, "")
+
+
+def _zeek_fast(block: list[str], header: _ZeekHeader, first: int) -> Chunk | None:
+    """A block of plain data lines, column by column; None when any line needs the row path.
+
+    Accepts exactly what the row path accepts: the same conversions, and any
+    line the row path would skip or read as a directive makes this give up.
+    """
+    assert header.index is not None
+    its, isrc, idst, iport, iproto, idur, isent, irecv = header.index
+    unset = header.unset
+    try:
+        rows = [line.rstrip("\r\n").split(header.sep) for line in block]
+        if set(map(len, rows)) != {header.columns}:
+            return None
+        starts = [float(r[its]) for r in rows]
+        ports = _column(rows, iport, int, unset)
+        durations = _column(rows, idur, float, unset)
+        sent = _column(rows, isent, int, unset)
+        received = _column(rows, irecv, int, unset)
+        _check_counts(sent, received)
+        _check_ports(ports)
+    except ValueError:
+        return None
+    hosts = ["" if idst < 0 or r[idst] in unset else r[idst] for r in rows]
+    protos = [None] * len(rows) if iproto < 0 else [r[iproto] for r in rows]
+    return Chunk(starts, durations, [r[isrc] for r in rows],
+                 [destination(h, p, t) for h, p, t in zip(hosts, ports, protos, strict=True)],
+                 sent, received, list(range(first, first + len(rows))))
+
+
+def _argus_port(text: str) -> int:
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+
+
+def _argus_fast(block: list[str], index: tuple[int, ...], columns: int, clock: _ArgusClock,
+                first: int) -> Chunk | None:
+    """A block of plain binetflow lines, column by column; None when any needs the row path."""
+    its, isrc, idst, iport, iproto, idur, isent, itotal = index
+    unset = ("",)
+    try:
+        if any('"' in line for line in block):
+            return None
+        rows = [line.rstrip("\r\n").split(",") for line in block]
+        if set(map(len, rows)) != {columns}:
+            return None
+        starts = clock.many([r[its] for r in rows])
+        ports = _column(rows, iport, _argus_port, unset)
+        durations = _column(rows, idur, float, unset)
+        sent = _column(rows, isent, int, unset)
+        total = _column(rows, itotal, int, unset)
+        _check_counts(sent, total)
+        _check_ports(ports)
+        received = [None if s is None or t is None else t - s
+                    for s, t in zip(sent, total, strict=True)]
+        _check_counts(received)
+    except (ValueError, _Bad):
+        return None
+    protos = [None] * len(rows) if iproto < 0 else [r[iproto] for r in rows]
+    return Chunk(starts, durations, [r[isrc] for r in rows],
+                 [destination(r[idst], p, t) for r, p, t in zip(rows, ports, protos, strict=True)],
+                 sent, received, list(range(first, first + len(rows))))
+
+
+def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int,
+               clock: _ArgusClock, out: Chunk, skipped: Skipped, where: str) -> None:
+    """Take one binetflow row: a flow (added to ``out``) or a row to skip."""
+    its, isrc, idst, iport, iproto, idur, isent, itotal = index
+    unset = ("",)
+    if len(row) != columns:
+        if row:
+            skipped.add(where, lineno, f"{len(row)} columns where the header names {columns}")
+        return
+    try:
+        start = clock(row[its])
+        proto = row[iproto] if iproto >= 0 else None
+        port = _port(row[iport], "Dport", unset) if iport >= 0 else None
+        duration = _number(row[idur], "Dur", unset) if idur >= 0 else None
+        sent = _count(row[isent], "SrcBytes", unset) if isent >= 0 else None
+        total = _count(row[itotal], "TotBytes", unset) if itotal >= 0 else None
+        if sent is not None and total is not None and total < sent:
+            raise _Bad(f"TotBytes {total} is less than SrcBytes {sent}")
+    except _Bad as exc:
+        skipped.add(where, lineno, str(exc))
+        return
+    flow = (start, duration, row[isrc], destination(row[idst], port, proto), sent,
+            None if sent is None or total is None else total - sent, lineno)
+    for column, value in zip(out, flow, strict=True):
+        column.append(value)

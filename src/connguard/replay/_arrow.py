@@ -1,0 +1,200 @@
+"""The fast path for Zeek TSV and binetflow: pyarrow's CSV reader, column by column.
+
+Used when pyarrow is installed (``connguard[cli]``); it gives the same flows
+as the row readers in readers.py. Every column is read as text; a batch is
+converted with pyarrow's compute functions, and a batch where any value does
+not convert cleanly goes row by row through the row readers, which say what
+was wrong. A line with the wrong number of fields is skipped with its line
+number (pyarrow reports it); comment lines (``#close``) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from .readers import Chunk, Skipped, _argus_port, _new_chunk
+
+BLOCK = 4 << 20                 # bytes pyarrow parses at a time
+
+# The columns a flow is made of, by role, in the order of the readers' column indexes.
+ZEEK_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "received")
+ARGUS_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "total")
+
+
+class _Lines:
+    """Line numbers of the rows pyarrow returns: the stream's lines, less the
+    invalid ones it handed to the handler (which numbers lines from 1)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset                 # lines before the stream starts
+        self.next = 1                        # stream line of the next returned row
+        self.invalid: list[int] = []         # stream lines handed to the handler, ascending
+
+    def take(self, n: int) -> list[int]:
+        upper = self.next + n
+        while self.invalid and self.invalid[0] < self.next:
+            self.invalid.pop(0)
+        if not self.invalid or self.invalid[0] >= upper:
+            lines = list(range(self.offset + self.next, self.offset + upper))
+            self.next = upper
+            return lines
+        lines, line, gaps = [], self.next, set(self.invalid)
+        while len(lines) < n:
+            if line not in gaps:
+                lines.append(self.offset + line)
+            line += 1
+        self.next = line
+        return lines
+
+
+def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, str],
+            offset: int, delimiter: str, skipped: Skipped,
+            convert: Callable[[dict[str, Any]], Chunk | None],
+            row: Callable[[list[str], int, Chunk], None], size: int) -> Iterator[Chunk]:
+    """Read ``stream`` (its header already consumed: ``offset`` lines) in chunks.
+
+    ``fields`` maps each role to its column name (absent roles are left out);
+    ``convert`` turns a batch's text columns (by role) into a Chunk without
+    lines, or None to take the batch row by row through ``row(parts, line,
+    out)``, parts being the row's fields in file order.
+    """
+    lines = _Lines(offset)
+
+    def invalid(bad: Any) -> str:
+        number = bad.number if bad.number is not None else lines.next
+        lines.invalid.append(number)
+        if not bad.text.startswith("#"):             # a Zeek directive such as #close
+            skipped.add(where, offset + number, f"{bad.actual_columns} fields where the "
+                                                f"header names {bad.expected_columns}")
+        return "skip"
+
+    wanted = list(fields.values())
+    reader = pcsv.open_csv(
+        stream,
+        read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK, use_threads=False),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid,
+                                        quote_char='"' if delimiter == "," else False,
+                                        ignore_empty_lines=False),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=wanted, column_types={name: pa.string() for name in wanted},
+            strings_can_be_null=False))
+    for batch in reader:
+        for start in range(0, batch.num_rows, size):
+            part = batch.slice(start, size)
+            numbers = lines.take(part.num_rows)
+            columns = {role: part.column(name) for role, name in fields.items()}
+            try:
+                chunk = convert(columns)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+                chunk = None
+            if chunk is None:
+                chunk = _new_chunk()
+                texts = {names.index(name): part.column(name).to_pylist()
+                         for name in wanted}
+                for k, line in enumerate(numbers):
+                    parts = [""] * len(names)
+                    for i, column in texts.items():
+                        parts[i] = column[k]
+                    if any(parts):                   # a blank line is no row
+                        row(parts, line, chunk)
+            else:
+                chunk.lines.extend(numbers)
+            if chunk.starts:
+                yield chunk
+
+
+def _unset(column: pa.Array, unset: tuple[str, ...]) -> pa.Array:
+    """The column with unset markers as nulls."""
+    return pc.if_else(pc.is_in(column, value_set=pa.array(unset)), None, column)
+
+
+def _counts(column: pa.Array | None, n: int) -> pa.Array:
+    if column is None:
+        return pa.nulls(n, pa.int64())
+    values = pc.cast(column, pa.int64())
+    low = pc.min(values).as_py()
+    if low is not None and low < 0:
+        raise ValueError("a negative count")
+    return values
+
+
+def _destinations(hosts: pa.Array, ports: pa.Array | None, protos: pa.Array | None) -> list[str]:
+    """``host:port`` for TCP/UDP (or no protocol column), else the host; IPv6 bracketed."""
+    hosts = pc.fill_null(hosts, "")
+    bracketed = pc.if_else(pc.match_substring(hosts, ":"),
+                           pc.binary_join_element_wise("[", hosts, "]", ""), hosts)
+    if ports is None:
+        return bracketed.to_pylist()                # type: ignore[no-any-return]
+    with_port = pc.and_(pc.is_valid(ports), pc.not_equal(hosts, ""))
+    if protos is not None:
+        with_port = pc.and_(with_port, pc.is_in(protos, value_set=pa.array(["tcp", "udp"])))
+    joined = pc.binary_join_element_wise(bracketed, ":", pc.cast(ports, pa.string()), "")
+    return pc.if_else(pc.fill_null(with_port, False), joined, bracketed).to_pylist()  # type: ignore[no-any-return]
+
+
+def _ports(column: pa.Array) -> pa.Array:
+    values = pc.cast(column, pa.int64())
+    low, high = pc.min_max(values).values()
+    if low.as_py() is not None and (low.as_py() < 0 or high.as_py() > 65535):
+        raise ValueError("a port out of range")
+    return values
+
+
+def zeek(columns: dict[str, Any], unset: tuple[str, ...]) -> Chunk:
+    """A batch of Zeek TSV text columns as flows (raises when one needs the row path)."""
+    n = len(columns["start"])
+    col = {role: _unset(value, unset) for role, value in columns.items()}
+    starts = pc.cast(columns["start"], pa.float64())      # an unset ts fails: row path
+    ports = _ports(col["port"]) if "port" in col else None
+    durations = pc.cast(col["duration"], pa.float64()) if "duration" in col else \
+        pa.nulls(n, pa.float64())
+    sent = _counts(col.get("sent"), n)
+    received = _counts(col.get("received"), n)
+    return Chunk(starts.to_pylist(), durations.to_pylist(), columns["source"].to_pylist(),
+                 _destinations(col["host"] if "host" in col else pa.nulls(n, pa.string()),
+                               ports, columns.get("proto")),
+                 sent.to_pylist(), received.to_pylist(), [])
+
+
+def argus(columns: dict[str, Any]) -> Chunk:
+    """A batch of binetflow text columns as flows (raises when one needs the row path)."""
+    n = len(columns["start"])
+    col = {role: _unset(value, ("",)) for role, value in columns.items()}
+    text = columns["start"]
+    # As the row path reads it: the minute by strptime, then float seconds.
+    if not pc.all(pc.equal(pc.utf8_slice_codeunits(text, 16, 17), ":")).as_py():
+        raise ValueError("not YYYY/MM/DD HH:MM:SS")
+    minutes = pc.cast(pc.cast(pc.strptime(pc.utf8_slice_codeunits(text, 0, 16),
+                                          format="%Y/%m/%d %H:%M", unit="s"), pa.int64()),
+                      pa.float64())
+    seconds = pc.cast(pc.utf8_slice_codeunits(text, 17, 64), pa.float64())
+    low, high = pc.min_max(seconds).values()
+    if low.as_py() < 0.0 or high.as_py() >= 61.0:
+        raise ValueError("not YYYY/MM/DD HH:MM:SS")
+    ports = None
+    if "port" in col:
+        port = col["port"]
+        hexed = pc.fill_null(pc.starts_with(port, "0x", ignore_case=True), False)
+        if pc.any(hexed).as_py():
+            # Hex (ICMP type and code, as Argus writes them): those read as the row path does.
+            values = [_argus_port(p) for p in pc.filter(port, hexed).to_pylist()]
+            port = pc.replace_with_mask(pc.cast(pc.if_else(hexed, None, port), pa.int64()),
+                                        hexed, pa.array(values, pa.int64()))
+        ports = _ports(port)
+    durations = pc.cast(col["duration"], pa.float64()) if "duration" in col else \
+        pa.nulls(n, pa.float64())
+    sent = _counts(col.get("sent"), n)
+    total = _counts(col.get("total"), n)
+    received = pc.subtract(total, sent)
+    low_received = pc.min(received).as_py()
+    if low_received is not None and low_received < 0:
+        raise ValueError("TotBytes below SrcBytes")
+    return Chunk(pc.add(minutes, seconds).to_pylist(), durations.to_pylist(),
+                 columns["source"].to_pylist(),
+                 _destinations(columns["host"], ports, columns.get("proto")),
+                 sent.to_pylist(), received.to_pylist(), [])
