@@ -349,7 +349,7 @@ def test_replays_agree(both: tuple[type, type], config: dict[str, Any],
         starts, durations, si, di, sent, received = columns
         args = (list(starts), list(durations), [sources[k] for k in si],
                 [destinations[k] for k in di], list(sent), list(received))
-        results = [t.replay(*args, keep=0 if i == len(batches) else keep) for t in trackers]
+        results = [t.replay(*args, keep=None if i == len(batches) else keep) for t in trackers]
         assert results[0] == results[1]
         assert trackers[0].replay_clock == trackers[1].replay_clock
         assert observe(trackers[0], 50.0) == observe(trackers[1], 50.0)

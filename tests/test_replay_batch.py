@@ -12,7 +12,7 @@ from connguard.tracker import Tracker
 MakeTracker = Callable[..., Tracker]
 
 
-def replay(t: Tracker, flows: list[tuple[Any, ...]], keep: int = 0) -> tuple[int, int, list[Any]]:
+def replay(t: Tracker, flows: list[tuple[Any, ...]], keep: int | None = None) -> tuple[int, int, list[Any]]:
     """Replay (start, duration, source, destination[, sent, received]) tuples."""
     rows = [f if len(f) == 6 else (*f, None, None) for f in flows]
     starts, durations, sources, destinations, sent, received = (list(c) for c in zip(*rows))
@@ -38,7 +38,7 @@ def test_an_accept_plays_before_a_close_at_the_same_instant(make_tracker: MakeTr
     assert t.raised_by()[0] == 1                 # conn_flood
 
 
-def test_keep_holds_flows_back_and_zero_flushes(make_tracker: MakeTracker) -> None:
+def test_keep_holds_flows_back_and_none_ends_the_replay(make_tracker: MakeTracker) -> None:
     t = make_tracker()
     assert replay(t, [(float(i), 100.0, "10.0.0.1", "") for i in range(10)], keep=4)[0] == 6
     assert t.active_connections == 6              # accepted, their closes still pending
@@ -46,8 +46,11 @@ def test_keep_holds_flows_back_and_zero_flushes(make_tracker: MakeTracker) -> No
     assert replay(t, [(2.0, 1.0, "10.0.0.2", "")], keep=4) == (1, 1, [])
     stats = t.stats("10.0.0.2", now=50.0)
     assert stats is not None and stats.first_seen == 5.0
+    # keep=0 plays every accept, and only the closes due before the last of them.
     assert t.replay([], [], [], [], keep=0) == (4, 0, [])
-    assert t.active_connections == 0
+    assert t.active_connections == 11 - 1 and t.replay_clock == 9.0
+    assert t.replay([], [], [], []) == (0, 0, [])
+    assert t.active_connections == 0 and t.replay_clock == 109.0
 
 
 def test_malformed_flows_are_skipped_with_their_index_and_reason(make_tracker: MakeTracker) -> None:
@@ -75,7 +78,7 @@ def test_columns_of_different_lengths_are_refused(make_tracker: MakeTracker) -> 
     t = make_tracker()
     with pytest.raises(ValueError, match="sources has 1 items, starts has 2"):
         t.replay([1.0, 2.0], [0, 0], ["10.0.0.1"], ["", ""])
-    with pytest.raises(ValueError, match="keep must be an int"):
+    with pytest.raises(ValueError, match="keep must be None or an int"):
         t.replay([], [], [], [], keep=-1)
     assert t.tracked_sources == 0
 
@@ -114,6 +117,6 @@ def test_refused_flows_never_close_another_connection(make_tracker: MakeTracker)
     replay(t, [(0.0, 10.0, "10.0.0.1", ""), (1.0, 1.0, "10.0.0.2", ""),
                (3.0, 10.0, "10.0.0.1", "")], keep=1)
     assert t.active_connections == 1
-    t.replay([], [], [], [], keep=0)
+    t.replay([], [], [], [])
     assert t.active_connections == 0 and t.overflows == 1
     t.check_consistency()

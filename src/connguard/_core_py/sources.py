@@ -351,7 +351,7 @@ class SourceTable(ShardedTable):
     def replay(self, starts: Sequence[object], durations: Sequence[object],
                sources: Sequence[object], destinations: Sequence[object],
                sent: Sequence[object] | None = None, received: Sequence[object] | None = None,
-               *, keep: int = 0) -> tuple[int, int, list[tuple[int, str]]]:
+               *, keep: int | None = None) -> tuple[int, int, list[tuple[int, str]]]:
         """Replay a batch of flows in event-time order; return (played, late, skipped).
 
         Flow ``i`` starts at ``starts[i]`` (seconds) and lasts
@@ -361,14 +361,15 @@ class SourceTable(ShardedTable):
         The flows join those pending from earlier calls; accepts then play
         in start order, closes (at start + duration, with the bytes and the
         destination) in end order, until at most ``keep`` flows wait for
-        their accept; ``keep=0`` ends the replay: every pending event plays.
+        their accept (and closes wait for a later accept); ``keep=None`` (the
+        default) ends the replay: every pending event plays.
         The clock is the flows' own. ``played`` counts the accepts played,
         ``late`` the flows that started before the replay clock (played at
         the clock), ``skipped`` lists ``(index, reason)`` for flows refused
         as malformed; they change nothing. Raises ValueError when columns
         differ in length, RuntimeError when a replay is already running.
         """
-        keep = _keep_arg(keep)
+        n_keep = _keep_arg(keep)
         state = self._replay
         if not state.busy.acquire(blocking=False):
             raise RuntimeError("a replay is already running on this table")
@@ -376,7 +377,7 @@ class SourceTable(ShardedTable):
             late, skipped = state.push(self, starts, durations, sources, destinations, sent,
                                        received)
             played = 0
-            while len(state.accepts) > keep:
+            while len(state.accepts) > max(n_keep, 0):
                 start = state.accepts[0][0]
                 while state.closes and state.closes[0][0] < start:
                     self._replay_close(state)
@@ -389,7 +390,7 @@ class SourceTable(ShardedTable):
                 played += 1
                 if result >> 8 & 0xFF and self._on_finding is not None:
                     self._on_finding(source, result >> 8 & 0xFF, start)
-            if keep == 0:
+            if n_keep < 0:
                 while state.closes:
                     self._replay_close(state)
             return played, late, skipped
@@ -557,8 +558,11 @@ class SourceTable(ShardedTable):
 
 
 def _keep_arg(keep: object) -> int:
+    """-1 for None (end the replay), else the flows to hold back."""
+    if keep is None:
+        return -1
     if type(keep) is not int or not 0 <= keep < 2**62:
-        raise ValueError(f"keep must be an int >= 0, got {keep!r}")
+        raise ValueError(f"keep must be None or an int >= 0, got {keep!r}")
     return keep
 
 

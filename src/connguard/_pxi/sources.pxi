@@ -279,9 +279,12 @@ cdef int _compare_ranked(const void* a, const void* b) noexcept nogil:
     return 0
 
 
-cdef Py_ssize_t _keep_arg(object keep) except -1:
+cdef Py_ssize_t _keep_arg(object keep) except -2:
+    """-1 for None (end the replay), else the flows to hold back."""
+    if keep is None:
+        return -1
     if type(keep) is not int or not 0 <= keep < 2**62:
-        raise ValueError(f"keep must be an int >= 0, got {keep!r}")
+        raise ValueError(f"keep must be None or an int >= 0, got {keep!r}")
     return keep
 
 
@@ -518,7 +521,7 @@ cdef class SourceTable(ShardedTable):
         return result != 0
 
     def replay(self, starts, durations, sources, destinations, sent=None, received=None,
-               *, keep=0):
+               *, keep=None):
         """Replay a batch of flows in event-time order; return (played, late, skipped).
 
         Flow ``i`` starts at ``starts[i]`` (seconds) and lasts
@@ -528,7 +531,8 @@ cdef class SourceTable(ShardedTable):
         The flows join those pending from earlier calls; accepts then play
         in start order, closes (at start + duration, with the bytes and the
         destination) in end order, until at most ``keep`` flows wait for
-        their accept; ``keep=0`` ends the replay: every pending event plays.
+        their accept (and closes wait for a later accept); ``keep=None`` (the
+        default) ends the replay: every pending event plays.
         The clock is the flows' own. ``played`` counts the accepts played,
         ``late`` the flows that started before the replay clock (played at
         the clock), ``skipped`` lists ``(index, reason)`` for flows refused
@@ -546,7 +550,7 @@ cdef class SourceTable(ShardedTable):
         try:
             late, skipped = state.push(self, &self._classes, starts, durations, sources,
                                        destinations, sent, received)
-            while state.accepts.n > n_keep:
+            while state.accepts.n > max(n_keep, 0):
                 start = state.accepts.items[0].t
                 while state.closes.n and state.closes.items[0].t < start:
                     self._replay_close(state)
@@ -567,7 +571,7 @@ cdef class SourceTable(ShardedTable):
                 played += 1
                 if result > 0xFF and self._on_finding is not None:
                     self._on_finding(source, (result >> 8) & 0xFF, start)
-            if n_keep == 0:
+            if n_keep < 0:
                 while state.closes.n:
                     self._replay_close(state)
             return played, late, skipped

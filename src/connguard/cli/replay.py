@@ -80,18 +80,20 @@ def _progress() -> Any:
     if not sys.stderr.isatty():
         return None
     try:
+        from rich.console import Console
         from rich.progress import Progress
     except ImportError:
         def plain(done: int, total: int) -> None:
             print(f"\rreplaying: {done / max(total, 1):6.1%}", end="", file=sys.stderr,
                   flush=True)
         return plain
-    bar = Progress(transient=True)
+    bar = Progress(console=Console(stderr=True), transient=True)
     bar.start()
     task = bar.add_task("replaying", total=None)
 
     def draw(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
+        bar.refresh()
         if done >= total:
             bar.stop()
     return draw

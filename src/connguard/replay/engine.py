@@ -205,7 +205,7 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
             _refresh(tracker, merge)
             if progress is not None:
                 progress(sum(f.position() for f in files), total)
-        tracker.replay([], [], [], [], keep=0)
+        tracker.replay([], [], [], [])                  # the end: every pending event plays
         _refresh(tracker, merge)
     finally:
         for f in files:
@@ -302,7 +302,7 @@ def _result(tracker: Tracker, files: list[FlowFile], counts: list[int], skipped:
         "flagged_sources": len(found),
         "findings": dict(sorted(by_pattern.items())),
         "late": late,
-        "skipped": {"rows": skipped.count, "reasons": dict(skipped.reasons.most_common()),
+        "skipped": {"rows": skipped.count, "reasons": skipped.reasons,
                     "first": skipped.examples},
         "first_flow": first if flows else None,
         "last_flow": last if flows else None,

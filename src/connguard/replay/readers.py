@@ -26,6 +26,7 @@ The destination is ``host:port`` (``[v6]:port``) for TCP and UDP flows
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import csv
 import datetime
@@ -77,18 +78,31 @@ class Chunk(NamedTuple):
 
 
 class Skipped:
-    """Rows left out: how many, why, and the first few with their place."""
+    """Rows left out: how many, why, and the first few of each file with their line."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.reasons: Counter[str] = Counter()
-        self.examples: list[str] = []
+        self._reasons: Counter[str] = Counter()
+        self._first: dict[str, list[tuple[int, str]]] = {}
 
     def add(self, where: str, line: int, reason: str) -> None:
         self.count += 1
-        self.reasons[reason] += 1
-        if len(self.examples) < EXAMPLES:
-            self.examples.append(f"{where}:{line}: {reason}")
+        self._reasons[reason] += 1
+        first = self._first.setdefault(where, [])
+        if len(first) < EXAMPLES or line < first[-1][0]:
+            bisect.insort(first, (line, reason))
+            del first[EXAMPLES:]
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Rows skipped per reason, the most frequent first."""
+        return dict(sorted(self._reasons.items(), key=lambda item: (-item[1], item[0])))
+
+    @property
+    def examples(self) -> list[str]:
+        """``file:line: reason`` of the first few rows skipped in each file (by line)."""
+        return [f"{where}:{line}: {reason}"
+                for where, first in self._first.items() for line, reason in first]
 
 
 class _Bad(Exception):
@@ -238,6 +252,9 @@ class FlowFile:
         except EOFError:
             self.close_quietly()
             raise FormatError(f"{path}: the gzip data is cut short") from None
+        except FormatError:
+            self.close()
+            raise
         found = detect(first)
         if fmt == "auto":
             if found is None:
@@ -308,6 +325,9 @@ class FlowFile:
                 offset += 1
                 header.row(line.rstrip("\r\n"), offset, _new_chunk(), skipped)
                 continue
+            if line and header.index is None:
+                raise FormatError(f"{self.path}:{offset + 1}: a data line before the #fields "
+                                  "header")
             binary.seek(where)
             break
         if header.index is None:
@@ -387,10 +407,10 @@ class FlowFile:
                  for field, names in CSV_COLUMNS.items()}
         unset = ("", "-")
         for row in rows:
-            if not row:
+            if not any(row):                         # a blank line, or only separators
                 continue
             if len(row) < len(header):
-                skipped.add(where, rows.line_num, f"{len(row)} columns where the header "
+                skipped.add(where, rows.line_num, f"{len(row)} fields where the header "
                                                   f"names {len(header)}")
                 continue
             try:
@@ -445,6 +465,8 @@ def _json_flow(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> tuple[Any, ...]:
     text = row[index["start"]]
+    if text in unset:
+        raise _Bad("start is empty")
     try:
         start = float(text)
     except ValueError:
@@ -534,7 +556,7 @@ class _ZeekHeader:
         """Take one data line split into its fields."""
         assert self.index is not None
         if len(parts) != self.columns:
-            skipped.add(self.where, lineno, f"{len(parts)} fields where #fields names "
+            skipped.add(self.where, lineno, f"{len(parts)} fields where the header names "
                                             f"{self.columns}")
             return
         its, isrc, idst, iport, iproto, idur, isent, irecv = self.index
@@ -648,7 +670,7 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     unset = ("",)
     if len(row) != columns:
         if row:
-            skipped.add(where, lineno, f"{len(row)} columns where the header names {columns}")
+            skipped.add(where, lineno, f"{len(row)} fields where the header names {columns}")
         return
     try:
         start = clock(row[its])

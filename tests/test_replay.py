@@ -1,0 +1,390 @@
+"""``connguard replay``: readers, the engine, the command, against fixture files written here."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connguard.replay import readers
+from connguard.replay.engine import ConfigError, build_tracker, replay_files
+from connguard.replay.readers import FlowFile, FormatError, Skipped
+from connguard.tracker import Tracker
+
+MakeTracker = Callable[..., Tracker]
+
+ZEEK_FIELDS = ("ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration "
+               "orig_bytes resp_bytes conn_state extra_unknown_column").split()
+
+
+def zeek_tsv(rows: list[list[str]], *, close: bool = True) -> str:
+    head = ("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+            "#path\tconn\n#fields\t" + "\t".join(ZEEK_FIELDS) + "\n"
+            "#types\t" + "\t".join("string" for _ in ZEEK_FIELDS) + "\n")
+    body = "".join("\t".join(r) + "\n" for r in rows)
+    return head + body + ("#close\t2024-01-01-00-00-00\n" if close else "")
+
+
+def zrow(ts: str, src: str, dst: str, port: str, proto: str = "tcp", duration: str = "1.0",
+         sent: str = "10", received: str = "20") -> list[str]:
+    return [ts, "Cuid", src, "50000", dst, port, proto, "-", duration, sent, received, "SF",
+            "(empty)"]
+
+
+ZEEK_ROWS = [
+    zrow("1000.5", "10.0.0.1", "192.0.2.7", "443"),
+    zrow("1001.0", "10.0.0.1", "2001:db8::25", "25", duration="-", sent="-", received="(empty)"),
+    zrow("999.0", "10.0.0.2", "192.0.2.8", "8", proto="icmp"),            # out of order
+    zrow("oops", "10.0.0.3", "192.0.2.9", "80"),                          # bad ts
+    zrow("1002.0", "10.0.0.3", "192.0.2.9", "99999"),                     # bad port
+    zrow("1003.0", "10.0.0.3", "192.0.2.9", "80", sent="-5"),             # negative bytes
+    ["1004.0", "only", "three"],                                          # wrong field count
+    zrow("1005.0", "fe80::1", "ff02::1", "5355", proto="udp"),
+    zrow("-", "10.0.0.4", "192.0.2.9", "80"),                             # unset ts
+]
+# (start, duration, source, destination, sent, received) the rows above give.
+ZEEK_FLOWS = [
+    (1000.5, 1.0, "10.0.0.1", "192.0.2.7:443", 10, 20),
+    (1001.0, None, "10.0.0.1", "[2001:db8::25]:25", None, None),
+    (999.0, 1.0, "10.0.0.2", "192.0.2.8", 10, 20),
+    (1005.0, 1.0, "fe80::1", "[ff02::1]:5355", 10, 20),
+]
+ZEEK_SKIPPED = {11: "ts is not a number: 'oops'", 12: "id.resp_p is not a port: 99999",
+                13: "orig_bytes is negative: -5", 14: "3 fields where the header names 13",
+                16: "ts is unset"}
+
+ARGUS_HEADER = ("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,"
+                "TotBytes,SrcBytes,Label\n")
+ARGUS_LINES = [
+    "2011/08/16 10:01:46.972101,1.5,tcp,147.32.84.165,1025,   ->,74.125.232.195,443,FSPA_FSPA,0,0,10,1200,300,flow=Background\n",
+    "2011/08/16 10:01:47.000000,0,icmp,147.32.84.165,0x0008,   ->,147.32.96.69,0x0303,URP,0,,1,60,60,flow=Background\n",
+    "2011/08/16 10:01:48.5,2.0,udp,2001:db8::1,53,  <->,2001:db8::53,0x0035,CON,0,0,2,300,100,flow=Background\n",
+    "2011/08/16 10:01:49.000000,0.1,arp,147.32.84.1,,   who,147.32.84.2,,INT,,,1,60,60,flow=Background\n",
+    "2011/13/16 10:01:49.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,60,flow=Background\n",
+    "2011/08/16 10:01:50.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,100,flow=Background\n",
+    "2011/08/16 10:01:51.000000,0.1,tcp,147.32.84.1,1\n",
+    '2011/08/16 10:01:52.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,20,"flow=From-Botnet, quoted"\n',
+]
+T0 = 1313488860.0                                    # 2011-08-16 10:01:00 UTC
+ARGUS_FLOWS = [
+    (T0 + 46.972101, 1.5, "147.32.84.165", "74.125.232.195:443", 300, 900),
+    (T0 + 47.0, 0.0, "147.32.84.165", "147.32.96.69", 60, 0),
+    (T0 + 48.5, 2.0, "2001:db8::1", "[2001:db8::53]:53", 100, 200),
+    (T0 + 49.0, 0.1, "147.32.84.1", "147.32.84.2", 60, 0),
+    (T0 + 52.0, 0.1, "147.32.84.1", "1.2.3.4:80", 20, 40),
+]
+ARGUS_SKIPPED = {6: "StartTime is not YYYY/MM/DD HH:MM:SS: '2011/13/16 10:01:49.000000'",
+                 7: "TotBytes 60 is less than SrcBytes 100",
+                 8: "5 fields where the header names 15"}
+
+
+@pytest.fixture(params=["arrow", "stdlib"])
+def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each reader test runs on pyarrow's fast path and on the stdlib readers."""
+    if request.param == "arrow":
+        pytest.importorskip("pyarrow", reason="the fast path needs pyarrow (connguard[cli])")
+    else:
+        monkeypatch.setattr(FlowFile, "_arrow", lambda self, skipped, size: None)
+    return str(request.param)
+
+
+def read(path: Path, fmt: str = "auto", size: int = readers.CHUNK) -> tuple[str, list[Any], Skipped]:
+    f = FlowFile(str(path), fmt)
+    skipped = Skipped()
+    flows = []
+    try:
+        for chunk in f.chunks(skipped, size):
+            flows += list(zip(*chunk, strict=True))
+    finally:
+        f.close()
+    return f.format, flows, skipped
+
+
+def write(path: Path, text: str, gz: bool = False) -> Path:
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("size", [2, readers.CHUNK])
+def test_zeek_tsv(tmp_path: Path, path_kind: str, gz: bool, size: int) -> None:
+    path = write(tmp_path / "conn.log", zeek_tsv(ZEEK_ROWS), gz)
+    fmt, flows, skipped = read(path, size=size)
+    assert fmt == "zeek"
+    assert [f[:6] for f in flows] == ZEEK_FLOWS
+    assert [f[6] for f in flows] == [8, 9, 10, 15]               # line numbers
+    assert {int(e.split(":")[1]): e.split(": ", 1)[1] for e in skipped.examples} == ZEEK_SKIPPED
+    assert skipped.count == 5
+
+
+def test_zeek_json(tmp_path: Path) -> None:
+    lines = [
+        {"ts": 5.5, "id.orig_h": "10.0.0.1", "id.resp_h": "192.0.2.1", "id.resp_p": 25,
+         "proto": "tcp", "duration": 0.5, "orig_bytes": 100, "resp_bytes": 0, "new_key": [1]},
+        {"ts": "2024-01-01T00:00:01.5Z", "id.orig_h": "10.0.0.2", "id.resp_h": "2001:db8::1"},
+        {"ts": 7, "id.orig_h": "10.0.0.3", "id.resp_p": "443"},
+        {"id.orig_h": "10.0.0.4"},
+        [1, 2],
+    ]
+    text = "\n".join(json.dumps(x) for x in lines) + "\n{broken\n\n"
+    fmt, flows, skipped = read(write(tmp_path / "conn.json", text))
+    assert fmt == "zeek-json"
+    assert flows == [(5.5, 0.5, "10.0.0.1", "192.0.2.1:25", 100, 0, 1),
+                     (1704067201.5, None, "10.0.0.2", "[2001:db8::1]", None, None, 2)]
+    assert skipped.examples == ["{}:3: id.resp_p is not a port: '443'".format(tmp_path / "conn.json"),
+                                f"{tmp_path / 'conn.json'}:4: ts is missing",
+                                f"{tmp_path / 'conn.json'}:5: not a JSON object",
+                                f"{tmp_path / 'conn.json'}:6: not a JSON object"]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_binetflow(tmp_path: Path, path_kind: str, gz: bool) -> None:
+    path = write(tmp_path / "capture.binetflow", ARGUS_HEADER + "".join(ARGUS_LINES), gz)
+    fmt, flows, skipped = read(path)
+    assert fmt == "binetflow"
+    assert [f[:6] for f in flows] == ARGUS_FLOWS
+    assert [f[6] for f in flows] == [2, 3, 4, 5, 9]
+    assert {int(e.split(":")[1]): e.split(": ", 1)[1] for e in skipped.examples} == ARGUS_SKIPPED
+    assert skipped.count == 3
+
+
+def test_plain_csv(tmp_path: Path) -> None:
+    text = ("Time,Src,Dst,DPort,Proto,Sent,Received,Note\n"
+            "1700000000.25,10.0.0.1,192.0.2.1,25,tcp,10,20,x\n"
+            "2024-01-01T00:00:00+01:00,10.0.0.2,mx.example:25,,,,,\n"
+            "later,10.0.0.3,192.0.2.1,25,tcp,1,1,x\n"
+            ",,,,,,,\n"
+            "1700000001,,192.0.2.1,25,tcp,1,1,x\n")
+    fmt, flows, skipped = read(write(tmp_path / "flows.csv", text))
+    assert fmt == "csv"
+    assert flows == [(1700000000.25, None, "10.0.0.1", "192.0.2.1:25", 10, 20, 2),
+                     (1704063600.0, None, "10.0.0.2", "mx.example:25", None, None, 3)]
+    assert skipped.reasons == {"source is empty": 1, "time is not ISO 8601: 'later'": 1}
+    assert [e.split(": ")[0].rsplit(":", 1)[1] for e in skipped.examples] == ["4", "6"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "the file is empty"),
+    ("hello world\n", "cannot tell its format from the first line ('hello world')"),
+    ("#separator \\x09\n#fields\tuid\tproto\n", "#fields has no 'ts'"),
+    ("#separator \\x09\n1.0\t10.0.0.1\n", "a data line before the #fields header"),
+])
+def test_unreadable_files_raise_format_error(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "bad.log", text)
+    with pytest.raises(FormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read(path)
+
+
+def test_formats_are_told_apart_from_the_first_line() -> None:
+    assert readers.detect("#separator \\x09") == "zeek"
+    assert readers.detect('{"ts": 1}') == "zeek-json"
+    assert readers.detect(ARGUS_HEADER) == "binetflow"
+    assert readers.detect("ts,src,dst") == "csv"
+    assert readers.detect("a,b,c") is None
+    with pytest.raises(FormatError, match="unknown format 'xml'"):
+        FlowFile("whatever", "xml")
+
+
+def scan_log(tmp_path: Path, name: str = "conn.log", scanner: str = "10.9.9.9",
+             start: float = 1_700_000_000.0) -> Path:
+    """A Zeek log: ordinary browsing, and a vertical scan of 200 ports, in end order."""
+    rows = [zrow(f"{start + i * 7.0:.6f}", f"10.0.0.{i % 20}", "192.0.2.80", "443",
+                 duration="30.0", sent="900", received="40000") for i in range(300)]
+    rows += [zrow(f"{start + 600 + i * 0.5:.6f}", scanner, "192.0.2.200", str(1000 + i),
+                  duration="0.1", sent="0", received="0") for i in range(200)]
+    rows.sort(key=lambda r: float(r[0]) + float(r[8]))
+    return write(tmp_path / name, zeek_tsv(rows))
+
+
+def test_engine_finds_the_scanner_on_both_cores(tmp_path: Path, make_tracker: MakeTracker) -> None:
+    result = replay_files([str(scan_log(tmp_path))], tracker=make_tracker())
+    assert [(f.source, sorted(f.evidence)) for f in result.findings] == [("10.9.9.9", ["port_scan"])]
+    summary = result.summary
+    assert summary["flows"] == 500 and summary["sources"] == 21 and summary["late"] == 0
+    assert summary["findings"] == {"port_scan": 1}
+    doc = result.document(top=10)
+    chart = doc["charts"]["sources"][0]
+    assert chart["source"] == "10.9.9.9"
+    other = doc["charts"]["classes"].index("other")
+    assert sum(bar[other] for bar in chart["counts"]) == 200
+    assert doc["charts"]["overview"]["patterns"] == ["port_scan"]
+
+
+def test_a_small_reorder_buffer_counts_late_flows(tmp_path: Path, make_tracker: MakeTracker) -> None:
+    path = write(tmp_path / "conn.log", zeek_tsv(
+        [zrow(f"{1000 + i}.0", "10.0.0.1", "192.0.2.1", "443") for i in range(50)]
+        + [zrow("10.0", "10.0.0.2", "192.0.2.1", "443")]))
+    # Chunks of 5 flows, 10 held back: the last row is 40 rows late.
+    assert replay_files([str(path)], tracker=make_tracker(), reorder=10,
+                        chunk=5).summary["late"] == 1
+    assert replay_files([str(path)], tracker=make_tracker(), reorder=100,
+                        chunk=5).summary["late"] == 0
+
+
+def test_files_are_merged_in_time(tmp_path: Path, make_tracker: MakeTracker) -> None:
+    # The scan is split over two files by port parity: only merged in time is it one scan.
+    start = 1_700_000_000.0
+    halves = [[zrow(f"{start + i * 0.5:.6f}", "10.9.9.9", "192.0.2.200", str(1000 + i),
+                    duration="0.1", sent="0", received="0") for i in range(k, 200, 2)]
+              for k in (0, 1)]
+    paths = [str(write(tmp_path / f"{k}.log", zeek_tsv(h))) for k, h in enumerate(halves)]
+    result = replay_files(paths, tracker=make_tracker(), reorder=16, chunk=8)
+    assert result.summary["late"] == 0
+    assert [f.source for f in result.findings] == ["10.9.9.9"]
+    assert [f["flows"] for f in result.summary["files"]] == [100, 100]
+
+
+def test_config_builds_the_tracker() -> None:
+    tracker = build_tracker({"tracker": {"capacity": 1000},
+                             "port_scan": {"ports": 10}, "dns_tunnel": {"enabled": False}},
+                            window=120.0)
+    assert tracker.window == 120.0
+    assert tracker.pattern_config["port_scan"].ports == 10           # type: ignore[attr-defined]
+    assert tracker.pattern_config["port_scan"].window == 120.0       # type: ignore[attr-defined]
+    assert tracker.pattern_config["dns_tunnel"] is None
+    for bad, message in [({"nope": {}}, r"unknown section \[nope\]"),
+                         ({"tracker": {"clock": 1}}, r"\[tracker\] has no key 'clock'"),
+                         ({"port_scan": {"portz": 1}}, r"\[port_scan\]: .*portz"),
+                         ({"port_scan": {"ports": -1}}, r"\[port_scan\]: PortScan.ports"),
+                         ({"spam_relay": {"enabled": "no"}}, "enabled must be true or false")]:
+        with pytest.raises(ConfigError, match=message):
+            build_tracker(bad)
+
+
+# --- the command, end to end -------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None, stderr: Any = subprocess.PIPE,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connguard", "replay", *args],
+                          stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_cli_json_end_to_end(tmp_path: Path) -> None:
+    log = scan_log(tmp_path)
+    broken = write(tmp_path / "more.log", zeek_tsv(ZEEK_ROWS))
+    done = cli(str(log), str(broken), "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""                         # no progress bar off a terminal
+    document = json.loads(done.stdout)
+    assert set(document) == {"summary", "findings"}
+    assert [(f["source"], f["patterns"]) for f in document["findings"]] == \
+        [("10.9.9.9", ["port_scan"])]
+    finding = document["findings"][0]
+    assert finding["evidence"]["port_scan"]["kind"] == "vertical"
+    assert finding["first_seen"] <= finding["last_seen"]
+    summary = document["summary"]
+    assert [f["format"] for f in summary["files"]] == ["zeek", "zeek"]
+    assert summary["flows"] == 504
+    # 5 rows the reader skips, 1 the tracker refuses (fe80::1 is fine; "10.0.0.4" has ts "-").
+    assert summary["skipped"]["rows"] == 5
+    assert summary["skipped"]["first"][0].startswith(f"{broken}:")
+    assert summary["flows_per_second"] > 0
+
+
+def test_cli_table_and_pseudonyms(tmp_path: Path) -> None:
+    log = scan_log(tmp_path)
+    done = cli(str(log), "--pseudonymize", "0123456789abcdef-secret")
+    assert done.returncode == 0, done.stderr
+    assert "10.9.9.9" not in done.stdout and "p-" in done.stdout
+    assert "port_scan" in done.stdout and "flows: 500 from 21 sources" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.log"], "missing.log: no such file"),
+    (["{bad}"], "cannot tell its format"),
+    (["{scan}", "--format", "binetflow"], "the header has no 'StartTime' column"),
+    (["{scan}", "--config", "{bad}"], "is not valid TOML"),
+    (["{scan}", "--config", "{config}"], r"[port_scan]"),
+    (["{scan}", "--pseudonymize", "short"], "key must be at least 16 bytes"),
+    (["{scan}", "--window", "0"], "--window must be"),
+])
+def test_cli_errors_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+    names = {"bad": str(write(tmp_path / "bad.log", "what is this\n")),
+             "scan": str(scan_log(tmp_path)),
+             "config": str(write(tmp_path / "c.toml", "[port_scan]\nports = 0\n"))}
+    done = cli(*(a.format(**names) for a in args))
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.startswith("connguard replay: ")
+    assert done.stdout == ""
+
+
+def test_cli_works_without_the_cli_extra(tmp_path: Path) -> None:
+    """With rich and pyarrow unimportable, the stdlib readers and a plain table serve."""
+    blocker = tmp_path / "blocked"
+    for name in ("rich", "pyarrow"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    path = write(tmp_path / "c.binetflow", ARGUS_HEADER + "".join(ARGUS_LINES))
+    with_extra = cli(str(path), "--json")
+    plain = cli(str(path), "--json", env={"PYTHONPATH": str(blocker)})
+    assert plain.returncode == 0, plain.stderr
+    strip = lambda out: {k: v for k, v in json.loads(out)["summary"].items()   # noqa: E731
+                         if k not in ("seconds", "flows_per_second")}
+    assert strip(plain.stdout) == strip(with_extra.stdout)
+    table = cli(str(scan_log(tmp_path)), env={"PYTHONPATH": str(blocker)})
+    assert table.returncode == 0, table.stderr
+    assert "source" in table.stdout and "10.9.9.9" in table.stdout and "┃" not in table.stdout
+
+
+def test_progress_is_drawn_only_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    log = scan_log(tmp_path)
+    leader, follower = pty.openpty()
+    try:
+        done = cli(str(log), "--json", stderr=follower)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            drawn += data
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"replaying" in drawn
+    json.loads(done.stdout)                          # stdout stays one clean document
+
+
+# --- the labelled captures: the same findings as benchmarks/detection.py ----------------
+
+DATA = Path(os.environ.get("CONNGUARD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def data_logs() -> Iterator[Path]:
+    if DATA.is_dir():
+        yield from sorted(p for p in DATA.rglob("*") if p.is_file() and "conn" in p.name)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"no labelled captures at {DATA}")
+@pytest.mark.parametrize("log", list(data_logs()), ids=lambda p: str(p.relative_to(DATA)))
+def test_replay_matches_the_detection_benchmark(log: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "detection", Path(__file__).resolve().parents[1] / "benchmarks" / "detection.py")
+    assert spec is not None and spec.loader is not None
+    detection = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detection)
+    expected = {source: sorted(patterns)
+                for source, patterns in detection.replay(log)["raised"].items()}
+    done = cli(str(log), "--json")
+    assert done.returncode == 0, done.stderr
+    found = {f["source"]: f["patterns"] for f in json.loads(done.stdout)["findings"]}
+    assert found == expected
