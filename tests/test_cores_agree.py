@@ -345,7 +345,7 @@ def test_replays_agree(both: tuple[type, type], config: dict[str, Any],
     sources = SOURCES + ["not an address", 7]
     destinations: list[object] = [*DESTINATIONS, None]
     for i, (flows, keep) in enumerate(batches + [([], 0)]):
-        columns = list(zip(*flows)) if flows else [(), (), (), (), (), ()]
+        columns = list(zip(*flows, strict=True)) if flows else [(), (), (), (), (), ()]
         starts, durations, si, di, sent, received = columns
         args = (list(starts), list(durations), [sources[k] for k in si],
                 [destinations[k] for k in di], list(sent), list(received))

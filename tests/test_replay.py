@@ -63,14 +63,21 @@ ZEEK_SKIPPED = {11: "ts is not a number: 'oops'", 12: "id.resp_p is not a port: 
 ARGUS_HEADER = ("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,"
                 "TotBytes,SrcBytes,Label\n")
 ARGUS_LINES = [
-    "2011/08/16 10:01:46.972101,1.5,tcp,147.32.84.165,1025,   ->,74.125.232.195,443,FSPA_FSPA,0,0,10,1200,300,flow=Background\n",
-    "2011/08/16 10:01:47.000000,0,icmp,147.32.84.165,0x0008,   ->,147.32.96.69,0x0303,URP,0,,1,60,60,flow=Background\n",
-    "2011/08/16 10:01:48.5,2.0,udp,2001:db8::1,53,  <->,2001:db8::53,0x0035,CON,0,0,2,300,100,flow=Background\n",
-    "2011/08/16 10:01:49.000000,0.1,arp,147.32.84.1,,   who,147.32.84.2,,INT,,,1,60,60,flow=Background\n",
-    "2011/13/16 10:01:49.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,60,flow=Background\n",
-    "2011/08/16 10:01:50.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,100,flow=Background\n",
+    "2011/08/16 10:01:46.972101,1.5,tcp,147.32.84.165,1025,   ->,74.125.232.195,443,FSPA_FSPA,"
+    "0,0,10,1200,300,flow=Background\n",
+    "2011/08/16 10:01:47.000000,0,icmp,147.32.84.165,0x0008,   ->,147.32.96.69,0x0303,URP,0,,1,"
+    "60,60,flow=Background\n",
+    "2011/08/16 10:01:48.5,2.0,udp,2001:db8::1,53,  <->,2001:db8::53,0x0035,CON,0,0,2,300,100,"
+    "flow=Background\n",
+    "2011/08/16 10:01:49.000000,0.1,arp,147.32.84.1,,   who,147.32.84.2,,INT,,,1,60,60,"
+    "flow=Background\n",
+    "2011/13/16 10:01:49.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,60,"
+    "flow=Background\n",
+    "2011/08/16 10:01:50.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,100,"
+    "flow=Background\n",
     "2011/08/16 10:01:51.000000,0.1,tcp,147.32.84.1,1\n",
-    '2011/08/16 10:01:52.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,20,"flow=From-Botnet, quoted"\n',
+    '2011/08/16 10:01:52.000000,0.1,tcp,147.32.84.1,1,   ->,1.2.3.4,80,S_,0,0,1,60,20,'
+    '"flow=From-Botnet, quoted"\n',
 ]
 T0 = 1313488860.0                                    # 2011-08-16 10:01:00 UTC
 ARGUS_FLOWS = [
@@ -252,11 +259,12 @@ def test_config_builds_the_tracker() -> None:
     assert tracker.pattern_config["port_scan"].ports == 10           # type: ignore[attr-defined]
     assert tracker.pattern_config["port_scan"].window == 120.0       # type: ignore[attr-defined]
     assert tracker.pattern_config["dns_tunnel"] is None
-    for bad, message in [({"nope": {}}, r"unknown section \[nope\]"),
+    cases: list[tuple[dict[str, Any], str]] = [({"nope": {}}, r"unknown section \[nope\]"),
                          ({"tracker": {"clock": 1}}, r"\[tracker\] has no key 'clock'"),
                          ({"port_scan": {"portz": 1}}, r"\[port_scan\]: .*portz"),
                          ({"port_scan": {"ports": -1}}, r"\[port_scan\]: PortScan.ports"),
-                         ({"spam_relay": {"enabled": "no"}}, "enabled must be true or false")]:
+                         ({"spam_relay": {"enabled": "no"}}, "enabled must be true or false")]
+    for bad, message in cases:
         with pytest.raises(ConfigError, match=message):
             build_tracker(bad)
 
@@ -330,8 +338,10 @@ def test_cli_works_without_the_cli_extra(tmp_path: Path) -> None:
     with_extra = cli(str(path), "--json")
     plain = cli(str(path), "--json", env={"PYTHONPATH": str(blocker)})
     assert plain.returncode == 0, plain.stderr
-    strip = lambda out: {k: v for k, v in json.loads(out)["summary"].items()   # noqa: E731
-                         if k not in ("seconds", "flows_per_second")}
+    def strip(out: str) -> dict[str, Any]:
+        return {k: v for k, v in json.loads(out)["summary"].items()
+                if k not in ("seconds", "flows_per_second")}
+
     assert strip(plain.stdout) == strip(with_extra.stdout)
     table = cli(str(scan_log(tmp_path)), env={"PYTHONPATH": str(blocker)})
     assert table.returncode == 0, table.stderr

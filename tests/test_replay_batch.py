@@ -15,7 +15,7 @@ MakeTracker = Callable[..., Tracker]
 def replay(t: Tracker, flows: list[tuple[Any, ...]], keep: int | None = None) -> tuple[int, int, list[Any]]:
     """Replay (start, duration, source, destination[, sent, received]) tuples."""
     rows = [f if len(f) == 6 else (*f, None, None) for f in flows]
-    starts, durations, sources, destinations, sent, received = (list(c) for c in zip(*rows))
+    starts, durations, sources, destinations, sent, received = (list(c) for c in zip(*rows, strict=True))
     return t.replay(starts, durations, sources, destinations, sent, received, keep=keep)
 
 

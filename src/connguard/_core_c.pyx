@@ -22,7 +22,7 @@ Locking, beside the data it guards:
   ``shard_lock``/``shard_unlock`` (table.pxi) are the only places that know.
 """
 
-import threading
+import threading as _threading
 
 cimport cython
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject

@@ -14,9 +14,11 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._spec import MAX_TIME
+from .table import ShardedTable
 
 # Reasons a flow is skipped; the same text in both cores.
 BAD_START = "start is not a finite time"
@@ -60,7 +62,7 @@ def _count(value: object) -> int | None:
     return min(value, 2**63 - 1)
 
 
-class Replay:
+class _Replay:
     """The pending flows of one SourceTable's replay, and its clock.
 
     Important: one replay call at a time per table (a second, concurrent or
@@ -69,13 +71,14 @@ class Replay:
     """
 
     def __init__(self) -> None:
-        self.accepts: list[tuple[float, int, list[object]]] = []   # guarded by busy
-        self.closes: list[tuple[float, int, list[object]]] = []    # guarded by busy
+        self.accepts: list[tuple[float, int, list[Any]]] = []   # guarded by busy
+        self.closes: list[tuple[float, int, list[Any]]] = []    # guarded by busy
         self.seq = 0                                               # guarded by busy
         self.clock = -math.inf                                     # guarded by busy
         self.busy = threading.Lock()
 
-    def push(self, table: object, starts: Sequence[object], durations: Sequence[object],
+    def push(self, table: ShardedTable, classify: Callable[[object], tuple[int, int, int]],
+             starts: Sequence[object], durations: Sequence[object],
              sources: Sequence[object], destinations: Sequence[object],
              sent: Sequence[object] | None, received: Sequence[object] | None
              ) -> tuple[int, list[tuple[int, str]]]:
@@ -99,7 +102,7 @@ class Replay:
                 continue
             source = sources[i]
             try:
-                _, hi, lo = table._key(source)                  # type: ignore[attr-defined]
+                _, hi, lo = table._key(source)                   # type: ignore[arg-type]
             except (TypeError, ValueError):
                 skipped.append((i, BAD_SOURCE))
                 continue
@@ -120,8 +123,8 @@ class Replay:
                 late += 1
                 start = self.clock
                 end = max(end, start)
-            d = table._classify(destination)                     # type: ignore[attr-defined]
-            flow: list[object] = [hi, lo, d, n_sent, n_received, source, end]
+            d = classify(destination)
+            flow: list[Any] = [hi, lo, d, n_sent, n_received, source, end]
             heapq.heappush(self.accepts, (start, self.seq, flow))
             self.seq += 1
         return late, skipped

@@ -35,7 +35,7 @@ from .patterns import (
     record_roll,
     seed_record,
 )
-from .replay import Replay
+from .replay import _Replay
 from .table import Header, ShardedTable, Table, table_flags_changed
 
 # Plain ints: IntFlag arithmetic would cost on every accept.
@@ -316,7 +316,7 @@ class SourceTable(ShardedTable):
         self._watch_class = watch_class
         self._cfg = Config(float(window), float(rate_threshold), int(concurrent_threshold),
                            bool(deny), patterns)
-        self._replay = Replay()
+        self._replay = _Replay()
 
     def set_finding_hook(self, hook: Callable[[object, int, float], object] | None) -> None:
         """Set (or clear, with None) the callable told of raised patterns."""
@@ -374,8 +374,8 @@ class SourceTable(ShardedTable):
         if not state.busy.acquire(blocking=False):
             raise RuntimeError("a replay is already running on this table")
         try:
-            late, skipped = state.push(self, starts, durations, sources, destinations, sent,
-                                       received)
+            late, skipped = state.push(self, self._classify, starts, durations, sources,
+                                       destinations, sent, received)
             played = 0
             while len(state.accepts) > max(n_keep, 0):
                 start = state.accepts[0][0]
@@ -384,9 +384,9 @@ class SourceTable(ShardedTable):
                 _, seq, flow = heapq.heappop(state.accepts)
                 hi, lo, d, _, _, source, end = flow
                 state.clock = start
-                result = tracker_accept(self, hi, lo, d, start)  # type: ignore[arg-type]
+                result = tracker_accept(self, hi, lo, d, start)
                 if result or not self._cfg.deny:                 # a refused one never closes
-                    heapq.heappush(state.closes, (end, seq, flow))  # type: ignore[arg-type]
+                    heapq.heappush(state.closes, (end, seq, flow))
                 played += 1
                 if result >> 8 & 0xFF and self._on_finding is not None:
                     self._on_finding(source, result >> 8 & 0xFF, start)
@@ -406,14 +406,13 @@ class SourceTable(ShardedTable):
         """Return the class id of each destination (str, or None for none) as bytes."""
         return bytes(self._classify(d)[0] for d in destinations)
 
-    def _replay_close(self, state: Replay) -> None:
+    def _replay_close(self, state: _Replay) -> None:
         end, _, flow = heapq.heappop(state.closes)
         hi, lo, d, sent, received, source, _ = flow
         state.clock = end
-        i = self._shard_of(hi, lo)                               # type: ignore[arg-type]
+        i = self._shard_of(hi, lo)
         with self._lock_of(i):
-            result = table_close(self._tables[i], hi, lo, end, self._cfg,  # type: ignore[arg-type]
-                                 d[0], sent, received)           # type: ignore[index]
+            result = table_close(self._tables[i], hi, lo, end, self._cfg, d[0], sent, received)
         if result >> 8 & 0xFF and self._on_finding is not None:
             self._on_finding(source, result >> 8 & 0xFF, end)
 

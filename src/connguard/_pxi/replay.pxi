@@ -30,7 +30,7 @@ cdef struct Flow:
 cdef struct Due:
     double t
     uint64_t seq                 # push order: breaks ties in time
-    Py_ssize_t slot              # the flow, in Replay.flows
+    Py_ssize_t slot              # the flow, in _Replay.flows
 
 
 cdef struct Heap:
@@ -115,7 +115,7 @@ cdef bint _replay_count(object value, int64_t* out):
     return True
 
 
-cdef class Replay:
+cdef class _Replay:
     """The pending flows of one SourceTable's replay, and its clock.
 
     Important: one replay call at a time per table (a second, concurrent or
@@ -137,7 +137,7 @@ cdef class Replay:
 
     def __cinit__(self):
         self.clock = -INFINITY
-        self.busy = threading.Lock()
+        self.busy = _threading.Lock()
 
     def __dealloc__(self):
         cdef Py_ssize_t i

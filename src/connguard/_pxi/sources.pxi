@@ -445,7 +445,7 @@ cdef class SourceTable(ShardedTable):
     cdef uint8_t* _port_class
     cdef uint64_t* _watch
     cdef object _on_finding
-    cdef Replay _replay          # its state is guarded by _replay.busy
+    cdef _Replay _replay          # its state is guarded by _replay.busy
 
     def __init__(self, *, uint64_t capacity, uint32_t shards, double window,
                  uint32_t concurrent_threshold, double rate_threshold,
@@ -479,7 +479,7 @@ cdef class SourceTable(ShardedTable):
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
         self._cfg.deny = deny
-        self._replay = Replay()
+        self._replay = _Replay()
 
     def __dealloc__(self):
         free(self._port_class)
@@ -539,7 +539,7 @@ cdef class SourceTable(ShardedTable):
         as malformed; they change nothing. Raises ValueError when columns
         differ in length, RuntimeError when a replay is already running.
         """
-        cdef Replay state = self._replay
+        cdef _Replay state = self._replay
         cdef Py_ssize_t n_keep = _keep_arg(keep), played = 0
         cdef Due due
         cdef Flow* f
@@ -593,7 +593,7 @@ cdef class SourceTable(ShardedTable):
             out[i] = d.cls
         return bytes(out)
 
-    cdef int _replay_close(self, Replay state) except -1:
+    cdef int _replay_close(self, _Replay state) except -1:
         cdef Due due = heap_pop(&state.closes)
         cdef Flow* f = &state.flows[due.slot]
         cdef int result

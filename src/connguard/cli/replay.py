@@ -58,17 +58,17 @@ def _fail(message: str) -> int:
 def _config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:                       # Python 3.10
+    else:                                     # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
         except ImportError:
             raise ConfigError("reading a TOML config needs Python 3.11+ or the tomli "
                               "package (pip install 'connguard[cli]')") from None
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            return dict(tomllib.load(f))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:

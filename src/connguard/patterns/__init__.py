@@ -330,7 +330,10 @@ def evidence(pattern: str, raw: RawStats, record: RawRecord, limits: PatternLimi
         return w[i] + w[i + 1] * wt
 
     n, aux, closed, empty, nbytes = (weighted(i) for i in range(0, 10, 2))
-    hosts, ports = _estimate(w[10] | w[11]), _estimate(w[12] | w[13])
+    # The sketches cover both halves of the window: never more distinct
+    # destinations than connections counted there (an estimate can overshoot).
+    seen = w[0] + w[1]
+    hosts, ports = min(_estimate(w[10] | w[11]), seen), min(_estimate(w[12] | w[13]), seen)
     out: dict[str, Any]
     if g == Group.SPAM_RELAY:
         out = {"smtp_connections": round(n), "smtp_hosts": hosts,

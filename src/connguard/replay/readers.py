@@ -37,7 +37,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 __all__ = ["CHUNK", "CSV_COLUMNS", "FORMATS", "Chunk", "FlowFile", "FormatError", "Skipped",
            "detect"]
@@ -109,8 +109,24 @@ class _Bad(Exception):
     """One row's problem (the message is the reason recorded)."""
 
 
+# start, duration, source, destination, sent, received
+_Flow = tuple[float, "float | None", str, str, "int | None", "int | None"]
+
+
 def _new_chunk() -> Chunk:
     return Chunk([], [], [], [], [], [], [])
+
+
+def _add(out: Chunk, start: float, duration: float | None, source: str, target: str,
+         sent: int | None, received: int | None, line: int) -> None:
+    """Append one flow to a chunk."""
+    out.starts.append(start)
+    out.durations.append(duration)
+    out.sources.append(source)
+    out.destinations.append(target)
+    out.sent.append(sent)
+    out.received.append(received)
+    out.lines.append(line)
 
 
 def destination(host: str, port: int | None, proto: str | None) -> str:
@@ -240,8 +256,8 @@ class FlowFile:
             self.size = os.fstat(self._raw.fileno()).st_size
             magic = self._raw.read(2)
             self._raw.seek(0)
-            binary: IO[bytes] = gzip.GzipFile(fileobj=self._raw) if magic == b"\x1f\x8b" \
-                else self._raw
+            binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
+                if magic == b"\x1f\x8b" else self._raw
             self._binary = binary
             self._text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace",
                                           newline="")
@@ -375,8 +391,7 @@ class FlowFile:
             except _Bad as exc:
                 skipped.add(where, lineno, str(exc))
                 continue
-            for column, value in zip(out, (*flow, lineno), strict=True):
-                column.append(value)
+            _add(out, *flow, lineno)
             if len(out.starts) >= size:
                 yield out
                 out = _new_chunk()
@@ -418,8 +433,7 @@ class FlowFile:
             except _Bad as exc:
                 skipped.add(where, rows.line_num, str(exc))
                 continue
-            for column, value in zip(out, (*flow, rows.line_num), strict=True):
-                column.append(value)
+            _add(out, *flow, rows.line_num)
             if len(out.starts) >= size:
                 yield out
                 out = _new_chunk()
@@ -448,7 +462,7 @@ def _json_value(row: dict[str, Any], key: str, kind: str) -> Any:
     return value
 
 
-def _json_flow(row: dict[str, Any]) -> tuple[Any, ...]:
+def _json_flow(row: dict[str, Any]) -> _Flow:
     ts = row.get("ts")
     start = _iso_seconds(ts) if isinstance(ts, str) else _json_value(row, "ts", "number")
     if start is None:
@@ -463,7 +477,7 @@ def _json_flow(row: dict[str, Any]) -> tuple[Any, ...]:
             _json_value(row, "orig_bytes", "count"), _json_value(row, "resp_bytes", "count"))
 
 
-def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> tuple[Any, ...]:
+def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> _Flow:
     text = row[index["start"]]
     if text in unset:
         raise _Bad("start is empty")
@@ -575,9 +589,7 @@ class _ZeekHeader:
         except _Bad as exc:
             skipped.add(self.where, lineno, str(exc))
             return
-        for column, value in zip(out, (start, duration, parts[isrc], target, sent, received,
-                                       lineno), strict=True):
-            column.append(value)
+        _add(out, start, duration, parts[isrc], target, sent, received, lineno)
 
     def _directive(self, line: str, lineno: int) -> None:
         directive, _, value = line.partition(" ")
@@ -684,7 +696,5 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     except _Bad as exc:
         skipped.add(where, lineno, str(exc))
         return
-    flow = (start, duration, row[isrc], destination(row[idst], port, proto), sent,
-            None if sent is None or total is None else total - sent, lineno)
-    for column, value in zip(out, flow, strict=True):
-        column.append(value)
+    _add(out, start, duration, row[isrc], destination(row[idst], port, proto), sent,
+         None if sent is None or total is None else total - sent, lineno)

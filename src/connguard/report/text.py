@@ -61,7 +61,7 @@ def render_text(document: Mapping[str, Any], out: TextIO, *, rich: bool | None =
     ``rich=None`` uses rich when it is installed; False forces plain text.
     """
     findings = document["findings"]
-    rows = [(f["source"], ", ".join(f["patterns"]), evidence_text(f["evidence"]),
+    rows: list[tuple[str, ...]] = [(f["source"], ", ".join(f["patterns"]), evidence_text(f["evidence"]),
              moment(f["first_seen"]), moment(f["last_seen"])) for f in findings]
     header = ("source", "patterns", "evidence", "first seen", "last seen")
     summary = document["summary"]
