@@ -24,7 +24,8 @@ cdef struct Flow:
     Destination d
     int64_t sent                 # -1: unknown
     int64_t received             # -1: unknown
-    PyObject* source             # a strong reference, dropped when the flow is released
+    PyObject* source             # strong references, dropped when the flow is released
+    PyObject* destination
 
 
 cdef struct Due:
@@ -143,8 +144,10 @@ cdef class _Replay:
         cdef Py_ssize_t i
         for i in range(self.accepts.n):
             Py_XDECREF(self.flows[self.accepts.items[i].slot].source)
+            Py_XDECREF(self.flows[self.accepts.items[i].slot].destination)
         for i in range(self.closes.n):
             Py_XDECREF(self.flows[self.closes.items[i].slot].source)
+            Py_XDECREF(self.flows[self.closes.items[i].slot].destination)
         free(self.accepts.items)
         free(self.closes.items)
         free(self.flows)
@@ -174,7 +177,8 @@ cdef class _Replay:
     cdef object release(self, Py_ssize_t slot):
         """Free a flow's slot; return its source (the reference the slot held)."""
         cdef PyObject* source = self.flows[slot].source
-        self.flows[slot].source = NULL
+        Py_XDECREF(self.flows[slot].destination)
+        self.flows[slot].source = self.flows[slot].destination = NULL
         self.free_slots[self.n_free] = slot
         self.n_free += 1
         result = <object>source
@@ -233,8 +237,10 @@ cdef class _Replay:
             classify(destination, classes, &d)
             slot = self.take_slot()
             self.flows[slot] = Flow(end=end, hi=hi, lo=lo, d=d, sent=n_sent,
-                                    received=n_received, source=<PyObject*>source)
+                                    received=n_received, source=<PyObject*>source,
+                                    destination=<PyObject*>destination)
             Py_INCREF(source)
+            Py_INCREF(destination)
             due = Due(t=start, seq=self.seq, slot=slot)
             self.seq += 1
             try:
