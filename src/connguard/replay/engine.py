@@ -12,6 +12,7 @@ start is counted ``late`` and played at the clock.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import gc
 import math
@@ -183,7 +184,7 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
         streams = [f.chunks(skipped, chunk) for f in files]
         behind = [-math.inf] * len(files)         # the latest start read from each file
         counts = [0] * len(files)
-        histogram: Counter[tuple[str, int, int]] = Counter()
+        seen = _Seen()
         late = 0
         first, last = math.inf, -math.inf
         total = sum(f.size for f in files)
@@ -197,7 +198,7 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
             played_late, bad = _push(tracker, block, reorder, skipped, files[i].path)
             late += played_late
             counts[i] += len(block.starts) - len(bad)
-            _count_classes(tracker, block, bad, histogram)
+            seen.add(tracker, block, bad)
             starts = [s for s in block.starts if s == s and abs(s) != math.inf]
             if starts:
                 behind[i] = max(behind[i], max(starts))
@@ -213,7 +214,7 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
         if collecting:
             gc.enable()
     elapsed = time.perf_counter() - began
-    return _result(tracker, files, counts, skipped, late, found, raised, histogram,
+    return _result(tracker, files, counts, skipped, late, found, raised, seen,
                    first, last, elapsed)
 
 
@@ -226,19 +227,41 @@ def _push(tracker: Tracker, block: Chunk, reorder: int, skipped: Skipped,
     return late, {index for index, _ in bad}
 
 
-def _count_classes(tracker: Tracker, block: Chunk, bad: set[int],
-                   histogram: Counter[tuple[str, int, int]]) -> None:
-    """Count the chunk's flows per (source, minute, destination class)."""
-    classes = tracker.destination_classes(block.destinations)
-    if bad:
-        keep = [i for i in range(len(block.starts)) if i not in bad]
-        sources = [block.sources[i] for i in keep]
-        minutes = [int(block.starts[i] // MINUTE) for i in keep]
-        classes = bytes(classes[i] for i in keep)
-    else:
-        sources = block.sources
-        minutes = [int(s // MINUTE) for s in block.starts]
-    histogram.update(zip(sources, minutes, classes, strict=True))
+class _Seen:
+    """Every flow's source, minute and destination class, kept compactly until the
+    end, when the flagged sources' connections are counted for their charts.
+
+    Counting every (source, minute, class) as flows arrive would cost a tuple
+    and a dict update per flow; keeping each chunk's source list (the strings
+    are shared, not copied) and one packed integer per flow, then picking out
+    the few flagged sources at the end, costs a fraction of that.
+    """
+
+    def __init__(self) -> None:
+        self.sources: set[str] = set()
+        self.chunks: list[tuple[list[str], array.array[int]]] = []
+
+    def add(self, tracker: Tracker, block: Chunk, bad: set[int]) -> None:
+        classes = tracker.destination_classes(block.destinations)
+        sources, starts = block.sources, block.starts
+        if bad:
+            keep = [i for i in range(len(starts)) if i not in bad]
+            sources = [sources[i] for i in keep]
+            starts = [starts[i] for i in keep]
+            classes = bytes(classes[i] for i in keep)
+        self.sources.update(sources)
+        # minute << 3 | class: MAX_CLASSES is 8.
+        self.chunks.append((sources, array.array("q", [
+            int(t // MINUTE) << 3 | c for t, c in zip(starts, classes, strict=True)])))
+
+    def histograms(self, wanted: dict[str, str]) -> dict[str, Counter[tuple[int, int]]]:
+        """(minute, class) counts per netblock, for the sources in ``wanted`` (source -> netblock)."""
+        out: dict[str, Counter[tuple[int, int]]] = {}
+        for sources, codes in self.chunks:
+            for source, code in zip(sources, codes, strict=True):
+                if source in wanted:
+                    out.setdefault(wanted[source], Counter())[code >> 3, code & 7] += 1
+        return out
 
 
 BARS = 60                      #: bars per chart at most
@@ -282,16 +305,11 @@ def _refresh(tracker: Tracker, merge: Callable[[Finding], None]) -> None:
 
 def _result(tracker: Tracker, files: list[FlowFile], counts: list[int], skipped: Skipped,
             late: int, found: dict[str, SourceFindings], raised: list[tuple[float, str]],
-            histogram: Counter[tuple[str, int, int]], first: float, last: float,
+            seen: _Seen, first: float, last: float,
             elapsed: float) -> ReplayResult:
-    netblocks: dict[str, str] = {}
-    per_source: dict[str, Counter[tuple[int, int]]] = {}
-    for (source, minute, cls), n in histogram.items():
-        netblock = netblocks.get(source)
-        if netblock is None:
-            netblock = netblocks[source] = tracker.netblock(source)
-        if netblock in found:
-            per_source.setdefault(netblock, Counter())[minute, cls] += n
+    netblocks = {source: tracker.netblock(source) for source in seen.sources}
+    per_source = seen.histograms({source: netblock for source, netblock in netblocks.items()
+                                  if netblock in found})
     flows = sum(counts)
     by_pattern = Counter(p for entry in found.values() for p in entry.evidence)
     summary = {
