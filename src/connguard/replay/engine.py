@@ -12,7 +12,6 @@ start is counted ``late`` and played at the clock.
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import gc
 import math
@@ -199,7 +198,9 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
             late += played_late
             counts[i] += len(block.starts) - len(bad)
             seen.add(tracker, block, bad)
-            starts = [s for s in block.starts if s == s and abs(s) != math.inf]
+            # The starts of the flows played (a skipped one may be anything).
+            starts = [s for k, s in enumerate(block.starts) if k not in bad] if bad \
+                else block.starts
             if starts:
                 behind[i] = max(behind[i], max(starts))
                 first, last = min(first, min(starts)), max(last, max(starts))
@@ -228,18 +229,18 @@ def _push(tracker: Tracker, block: Chunk, reorder: int, skipped: Skipped,
 
 
 class _Seen:
-    """Every flow's source, minute and destination class, kept compactly until the
-    end, when the flagged sources' connections are counted for their charts.
+    """Every flow's source, start and destination class, kept until the end, when
+    the flagged sources' connections are counted for their charts.
 
     Counting every (source, minute, class) as flows arrive would cost a tuple
-    and a dict update per flow; keeping each chunk's source list (the strings
-    are shared, not copied) and one packed integer per flow, then picking out
-    the few flagged sources at the end, costs a fraction of that.
+    and a dict update per flow; keeping each chunk's columns (references to
+    lists the readers built anyway) and picking out the few flagged sources at
+    the end costs a set lookup per flow.
     """
 
     def __init__(self) -> None:
         self.sources: set[str] = set()
-        self.chunks: list[tuple[list[str], array.array[int]]] = []
+        self.chunks: list[tuple[list[str], list[float], bytes]] = []
 
     def add(self, tracker: Tracker, block: Chunk, bad: set[int]) -> None:
         classes = tracker.destination_classes(block.destinations)
@@ -250,17 +251,15 @@ class _Seen:
             starts = [starts[i] for i in keep]
             classes = bytes(classes[i] for i in keep)
         self.sources.update(sources)
-        # minute << 3 | class: MAX_CLASSES is 8.
-        self.chunks.append((sources, array.array("q", [
-            int(t // MINUTE) << 3 | c for t, c in zip(starts, classes, strict=True)])))
+        self.chunks.append((sources, starts, classes))
 
     def histograms(self, wanted: dict[str, str]) -> dict[str, Counter[tuple[int, int]]]:
         """(minute, class) counts per netblock, for the sources in ``wanted`` (source -> netblock)."""
         out: dict[str, Counter[tuple[int, int]]] = {}
-        for sources, codes in self.chunks:
-            for source, code in zip(sources, codes, strict=True):
+        for sources, starts, classes in self.chunks:
+            for source, start, cls in zip(sources, starts, classes, strict=True):
                 if source in wanted:
-                    out.setdefault(wanted[source], Counter())[code >> 3, code & 7] += 1
+                    out.setdefault(wanted[source], Counter())[int(start // MINUTE), cls] += 1
         return out
 
 
