@@ -572,7 +572,12 @@ cdef class SourceTable(ShardedTable):
                 # direct caller, which GCC inlines it into (a third caller cost
                 # +25 instructions per accept+close pair on the per-call path).
                 # The method calls the finding hook itself.
-                if accept(source, <object>f.destination, start):
+                try:
+                    accepted = accept(source, <object>f.destination, start)
+                except BaseException:
+                    state.release(due.slot)
+                    raise
+                if accepted:
                     due.t = f.end
                     try:
                         heap_push(&state.closes, due)

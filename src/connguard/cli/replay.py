@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         if not os.path.exists(path):
             return _fail(f"{path}: no such file")
+    progress = None
     try:
         tracker = build_tracker(_config(args.config), args.window)
         progress = _progress()
@@ -121,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
                               reorder=args.reorder, progress=progress)
     except (FormatError, ConfigError) as exc:
         return _fail(str(exc))
-    if progress is not None:
-        progress(1, 1)
-        print("\r", end="", file=sys.stderr)
+    finally:
+        if progress is not None:                 # done: take the bar down
+            progress(1, 1)
+            print("\r", end="", file=sys.stderr)
     document = result.document(None if args.json else args.top, pseudonymize)
     if args.html:
         report = result.document(args.top, pseudonymize) if args.json else document

@@ -10,6 +10,7 @@ number (pyarrow reports it); comment lines (``#close``) are ignored.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -33,12 +34,12 @@ class _Lines:
     def __init__(self, offset: int) -> None:
         self.offset = offset                 # lines before the stream starts
         self.next = 1                        # stream line of the next returned row
-        self.invalid: list[int] = []         # stream lines handed to the handler, ascending
+        self.invalid: deque[int] = deque()   # stream lines handed to the handler, ascending
 
     def take(self, n: int) -> list[int]:
         upper = self.next + n
         while self.invalid and self.invalid[0] < self.next:
-            self.invalid.pop(0)
+            self.invalid.popleft()
         if not self.invalid or self.invalid[0] >= upper:
             lines = list(range(self.offset + self.next, self.offset + upper))
             self.next = upper
