@@ -155,9 +155,10 @@ def test_zeek_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_binetflow(tmp_path: Path, path_kind: str, gz: bool) -> None:
+@pytest.mark.parametrize("size", [2, readers.CHUNK])
+def test_binetflow(tmp_path: Path, path_kind: str, gz: bool, size: int) -> None:
     path = write(tmp_path / "capture.binetflow", ARGUS_HEADER + "".join(ARGUS_LINES), gz)
-    fmt, flows, skipped = read(path)
+    fmt, flows, skipped = read(path, size=size)
     assert fmt == "binetflow"
     assert [f[:6] for f in flows] == ARGUS_FLOWS
     assert [f[6] for f in flows] == [2, 3, 4, 5, 9]

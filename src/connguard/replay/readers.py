@@ -519,6 +519,17 @@ def _column(rows: list[list[str]], i: int, convert: Callable[[str], Any],
     return [None if r[i] in unset else convert(r[i]) for r in rows]
 
 
+def _numbers(rows: list[list[str]], index: tuple[int, ...], port: Callable[[str], int],
+             unset: tuple[str, ...]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """Ports, durations and the two byte columns of a block, checked; raises ValueError."""
+    ports = _column(rows, index[3], port, unset)
+    durations = _column(rows, index[5], float, unset)
+    first, second = _column(rows, index[6], int, unset), _column(rows, index[7], int, unset)
+    _check_counts(first, second)
+    _check_ports(ports)
+    return ports, durations, first, second
+
+
 def _check_counts(*columns: list[int | None]) -> None:
     for column in columns:
         if min((v for v in column if v is not None), default=0) < 0:
@@ -620,19 +631,14 @@ def _zeek_fast(block: list[str], header: _ZeekHeader, first: int) -> Chunk | Non
     line the row path would skip or read as a directive makes this give up.
     """
     assert header.index is not None
-    its, isrc, idst, iport, iproto, idur, isent, irecv = header.index
+    its, isrc, idst, _, iproto, _, _, _ = header.index
     unset = header.unset
     try:
         rows = [line.rstrip("\r\n").split(header.sep) for line in block]
         if set(map(len, rows)) != {header.columns}:
             return None
         starts = [float(r[its]) for r in rows]
-        ports = _column(rows, iport, int, unset)
-        durations = _column(rows, idur, float, unset)
-        sent = _column(rows, isent, int, unset)
-        received = _column(rows, irecv, int, unset)
-        _check_counts(sent, received)
-        _check_ports(ports)
+        ports, durations, sent, received = _numbers(rows, header.index, int, unset)
     except ValueError:
         return None
     hosts = ["" if idst < 0 or r[idst] in unset else r[idst] for r in rows]
@@ -649,7 +655,7 @@ def _argus_port(text: str) -> int:
 def _argus_fast(block: list[str], index: tuple[int, ...], columns: int, clock: _ArgusClock,
                 first: int) -> Chunk | None:
     """A block of plain binetflow lines, column by column; None when any needs the row path."""
-    its, isrc, idst, iport, iproto, idur, isent, itotal = index
+    its, isrc, idst, _, iproto, _, _, _ = index
     unset = ("",)
     try:
         if any('"' in line for line in block):
@@ -658,12 +664,7 @@ def _argus_fast(block: list[str], index: tuple[int, ...], columns: int, clock: _
         if set(map(len, rows)) != {columns}:
             return None
         starts = clock.many([r[its] for r in rows])
-        ports = _column(rows, iport, _argus_port, unset)
-        durations = _column(rows, idur, float, unset)
-        sent = _column(rows, isent, int, unset)
-        total = _column(rows, itotal, int, unset)
-        _check_counts(sent, total)
-        _check_ports(ports)
+        ports, durations, sent, total = _numbers(rows, index, _argus_port, unset)
         received = [None if s is None or t is None else t - s
                     for s, t in zip(sent, total, strict=True)]
         _check_counts(received)
