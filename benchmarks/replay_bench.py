@@ -5,7 +5,8 @@
 Writes synthetic logs (to a temporary directory, or DIR), shaped like the
 real ones: a binetflow file of 550,000 flows (about 77 MB, as CTU-13's
 scenario files) and a Zeek conn.log TSV of 550,000 flows written in end
-order (as Zeek writes them). Background traffic from 20,000 sources to web,
+order (as Zeek writes them), at 550,000 flows in three hours (fewer flows
+cover less time at the same rates). Background traffic from 20,000 sources to web,
 DNS and mail ports, plus a vertical scanner, a horizontal scanner and a
 spam relay. Each file is replayed by the real command, ``connguard replay
 FILE --json``, in a fresh interpreter; the wall time of each run (parse,
@@ -37,7 +38,7 @@ def flows(n: int, seed: int = 7) -> list[tuple[float, float, str, str, str, int,
     rng = random.Random(seed)
     out = []
     t = START
-    step = 3 * 3600 / n                                    # three hours of traffic
+    step = 3 * 3600 / 550_000              # 550,000 flows in three hours, whatever n is
     servers = [f"147.32.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(3000)]
     for i in range(n):
         t += rng.expovariate(1 / step)
