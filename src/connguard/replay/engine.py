@@ -197,7 +197,7 @@ def replay_files(paths: Sequence[str], *, fmt: str = "auto", tracker: Tracker | 
             played_late, bad = _push(tracker, block, reorder, skipped, files[i].path)
             late += played_late
             counts[i] += len(block.starts) - len(bad)
-            seen.add(tracker, block, bad)
+            seen.add(block, bad)
             # The starts of the flows played (a skipped one may be anything).
             starts = [s for k, s in enumerate(block.starts) if k not in bad] if bad \
                 else block.starts
@@ -229,37 +229,41 @@ def _push(tracker: Tracker, block: Chunk, reorder: int, skipped: Skipped,
 
 
 class _Seen:
-    """Every flow's source, start and destination class, kept until the end, when
-    the flagged sources' connections are counted for their charts.
+    """Every flow's source, start and destination, kept until the end, when the
+    flagged sources' connections are counted for their charts.
 
-    Counting every (source, minute, class) as flows arrive would cost a tuple
-    and a dict update per flow; keeping each chunk's columns (references to
-    lists the readers built anyway) and picking out the few flagged sources at
-    the end costs a set lookup per flow.
+    Counting every (source, minute, class) as flows arrive would cost a tuple,
+    a classification and a dict update per flow; keeping each chunk's columns
+    (references to lists the readers built anyway) and picking out the few
+    flagged sources at the end costs a set lookup per flow, and classifies
+    only their destinations.
     """
 
     def __init__(self) -> None:
         self.sources: set[str] = set()
-        self.chunks: list[tuple[list[str], list[float], bytes]] = []
+        self.chunks: list[tuple[list[str], list[float], list[str]]] = []
 
-    def add(self, tracker: Tracker, block: Chunk, bad: set[int]) -> None:
-        classes = tracker.destination_classes(block.destinations)
-        sources, starts = block.sources, block.starts
+    def add(self, block: Chunk, bad: set[int]) -> None:
+        sources, starts, destinations = block.sources, block.starts, block.destinations
         if bad:
             keep = [i for i in range(len(starts)) if i not in bad]
             sources = [sources[i] for i in keep]
             starts = [starts[i] for i in keep]
-            classes = bytes(classes[i] for i in keep)
+            destinations = [destinations[i] for i in keep]
         self.sources.update(sources)
-        self.chunks.append((sources, starts, classes))
+        self.chunks.append((sources, starts, destinations))
 
-    def histograms(self, wanted: dict[str, str]) -> dict[str, Counter[tuple[int, int]]]:
+    def histograms(self, tracker: Tracker,
+                   wanted: dict[str, str]) -> dict[str, Counter[tuple[int, int]]]:
         """(minute, class) counts per netblock, for the sources in ``wanted`` (source -> netblock)."""
+        picked = [(wanted[source], int(start // MINUTE), target)
+                  for sources, starts, destinations in self.chunks
+                  for source, start, target in zip(sources, starts, destinations, strict=True)
+                  if source in wanted]
+        classes = tracker.destination_classes([target for _, _, target in picked])
         out: dict[str, Counter[tuple[int, int]]] = {}
-        for sources, starts, classes in self.chunks:
-            for source, start, cls in zip(sources, starts, classes, strict=True):
-                if source in wanted:
-                    out.setdefault(wanted[source], Counter())[int(start // MINUTE), cls] += 1
+        for (netblock, minute, _), cls in zip(picked, classes, strict=True):
+            out.setdefault(netblock, Counter())[minute, cls] += 1
         return out
 
 
@@ -307,7 +311,7 @@ def _result(tracker: Tracker, files: list[FlowFile], counts: list[int], skipped:
             seen: _Seen, first: float, last: float,
             elapsed: float) -> ReplayResult:
     netblocks = {source: tracker.netblock(source) for source in seen.sources}
-    per_source = seen.histograms({source: netblock for source, netblock in netblocks.items()
+    per_source = seen.histograms(tracker, {source: netblock for source, netblock in netblocks.items()
                                   if netblock in found})
     flows = sum(counts)
     by_pattern = Counter(p for entry in found.values() for p in entry.evidence)

@@ -326,12 +326,13 @@ class FlowFile:
             offset = 1
             names = [name.strip() for name in next(csv.reader([_text(binary.readline())]))]
             index = _argus_index(names, self.path)
+            clock = _ArgusClock()
             return _arrow.batches(
                 binary, self.path, names,
                 {role: names[i] for role, i in zip(_arrow.ARGUS_ROLES, index, strict=True)
                  if i >= 0}, offset, ",", skipped, _arrow.argus,
-                lambda parts, line, out: _argus_row(parts, line, index, len(names),
-                                                    _ArgusClock(), out, skipped, self.path),
+                lambda parts, line, out: _argus_row(parts, line, index, len(names), clock,
+                                                    out, skipped, self.path),
                 size)
         header = _ZeekHeader(self.path)
         while True:                               # the directives before the first row
