@@ -43,7 +43,7 @@ else:
     sources = [f"2001:db8:{{i:x}}:1::{{i % 9 + 1}}" for i in range(count)]
 t = connguard.Tracker(clock=None)
 accept, close = t.accept, t.close
-if "{scenario}" == "guard":                     # the ban check on top of the tracker
+if "{scenario}" in ("guard", "guard_handle"):   # the ban check on top of the tracker
     g = connguard.Guard(tracker=t, limiter=False)
     accept, close = g.accept, g.close
 if "{scenario}" == "floor":                     # the same loop around two no-op C calls
@@ -60,10 +60,17 @@ def run(sources, accept, close, destination):
         close(s)
 
 
+if "{scenario}" == "guard_handle":              # the same pairs through Connection handles
+    def run(sources, accept, close, destination):
+        open = g.open
+        for s in sources:
+            open(s, destination).close()
+
+
 run(sources, accept, close, destination)
 """
 
-SCENARIOS = ("ipv4", "ipv6", "guard", "ipv4_pattern_state", "floor")
+SCENARIOS = ("ipv4", "ipv6", "guard", "guard_handle", "ipv4_pattern_state", "floor")
 
 
 def instructions(script: str, pairs: int, family: str) -> int:

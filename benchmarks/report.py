@@ -34,6 +34,10 @@ def main(path: str) -> None:
                          f"({(g / t - 1) * 100:+.0f}% on the bare Tracker's {t:.0f} ns), {f:.0f} ns "
                          f"with the rate limiter too; {n / g:.0f}x and {n / f:.0f}x faster than "
                          f"the ngit design ({n:,.0f} ns).")
+        elif info.get("kind") == "guard_handle":
+            h, k = info["handle_ns"], info["keyed_ns"]
+            extra.append(f"\nGuard.open(...).close() over 1,000 sources: {h:.0f} ns, against "
+                         f"{k:.0f} ns for accept + close(source) ({(h / k - 1) * 100:+.0f}%).")
         elif info.get("kind") == "guard_accept":
             g, t = info["guard_bans_ns"], info["tracker_ns"]
             extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "

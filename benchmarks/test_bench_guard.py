@@ -52,6 +52,28 @@ def test_guard_pair_1k_sources(benchmark: Any) -> None:
         benchmark.extra_info.update(kind="guard", **{f"{k}_ns": round(v, 1) for k, v in ns.items()})
 
 
+def test_guard_handle_pair_1k_sources(benchmark: Any) -> None:
+    """A Connection handle pair (open, close) against the keyed pair (accept, close(source))."""
+    sources = ipv4_sources(1_000)
+    keyed = connguard.Guard(limiter=False)
+    handles = connguard.Guard(limiter=False)
+
+    def handle_loop(batch: list[str]) -> None:
+        open_ = handles.open
+        for source in batch:
+            open_(source, DESTINATION).close()
+
+    runs = {"handle": handle_loop, "keyed": pair_loop(keyed.accept, keyed.close)}
+    for run in runs.values():
+        run(sources)
+    benchmark.group = "guard handle pair x1000"
+    ns = interleave(benchmark, runs["handle"], batches(sources, BATCH),
+                    {"keyed": (runs["keyed"], batches(sources, BATCH))}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(kind="guard_handle", handle_ns=round(ns["compiled"], 1),
+                                    keyed_ns=round(ns["keyed"], 1))
+
+
 def test_guard_accept_only_1k_sources(benchmark: Any) -> None:
     """The ban check's cost on accept alone (connections stay open: counts only grow)."""
     sources = ipv4_sources(1_000)

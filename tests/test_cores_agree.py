@@ -256,7 +256,8 @@ def test_ban_tables_agree(both: tuple[type, type], ops: list[tuple[str, int, flo
 
 
 guard_ops = st.lists(st.tuples(
-    st.sampled_from(["accept", "accept", "accept", "close", "close", "report", "ban", "unban"]),
+    st.sampled_from(["accept", "accept", "accept", "close", "close", "open", "open", "handle_close",
+                     "report", "ban", "unban"]),
     st.integers(0, len(SOURCES) - 1),
     st.integers(0, len(DESTINATIONS) - 1),
     st.floats(0.0, 3.0, allow_nan=False),
@@ -266,11 +267,12 @@ guard_ops = st.lists(st.tuples(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=guard_ops, enforce=st.booleans(), capacity=st.sampled_from([3, 8, 1000]),
        overflow=st.sampled_from(["permissive", "deny"]), with_limiter=st.booleans(),
-       threshold=st.integers(1, 4))
+       threshold=st.integers(1, 4), max_open=st.sampled_from([None, 1, 2]))
 def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, float]],
                       enforce: bool, capacity: int, overflow: str, with_limiter: bool,
-                      threshold: int) -> None:
-    """Two Guards, one per core, give the same verdicts, counts and bans for any operations."""
+                      threshold: int, max_open: int | None) -> None:
+    """Two Guards, one per core, give the same verdicts, counts and bans for any
+    operations, keyed or through connection handles."""
     from connguard import _core_c
     from connguard.bans import BanManager
     from connguard.guard import Guard
@@ -284,18 +286,28 @@ def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, fl
             limiter = on_core(RateLimiter, core)(2.0, 3.0, capacity=capacity, shards=1, seed=13,
                                                  warn_after=1, abuse_after=3, clock=lambda: clock[0])
         guards.append(on_core(Guard, core)(
-            enforce=enforce, limiter=limiter,
+            enforce=enforce, limiter=limiter, max_open=max_open,
             tracker=on_core(Tracker, core)(capacity=capacity, shards=1, seed=11, window=2.0,
                                            overflow=overflow, concurrent_threshold=threshold,
                                            rate_threshold=3.0, clock=lambda: clock[0]),
             bans=on_core(BanManager, core)(capacity=capacity, shards=1, seed=12, node_id="n",
                                            clock=lambda: clock[0])))
     results: list[object]
+    handles: tuple[list[Any], list[Any]] = ([], [])
     for name, si, di, dt in ops:
         clock[0] += dt
         source = SOURCES[si]
         if name == "accept":
             results = [g.accept(source, DESTINATIONS[di]) for g in guards]
+        elif name == "open":
+            opened = [g.open(source, DESTINATIONS[di]) for g in guards]
+            for held, conn in zip(handles, opened, strict=True):
+                held.append(conn)
+            results = [(bool(c), c.reason, c.closed) for c in opened]
+        elif name == "handle_close":
+            # the handle at a position the op picks; closing one twice is part of the test
+            results = [held[di % len(held)].close(sent=si, received=di) if held else None
+                       for held in handles]
         elif name == "close":
             results = [g.close(source) for g in guards]
         elif name == "report":

@@ -17,7 +17,7 @@ from .guard import Guard, Verdict
 from .patterns import CredentialStuffing, DnsTunnel, Finding, PortScan, SpamRelay
 from .privacy import Pseudonymizer
 from .ratelimit import RateDecision, RateLimiter
-from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, SourceStats, Tracker
+from .tracker import DEFAULT_PORT_CLASSES, PATTERNS, Connection, SourceStats, Tracker
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "Pseudonymizer",
     "Ban",
     "BanManager",
+    "Connection",
     "CredentialStuffing",
     "DnsTunnel",
     "Event",

@@ -26,7 +26,8 @@ import threading as _threading
 
 cimport cython
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
-from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.long cimport PyLong_Check
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport INFINITY, floor, isfinite
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
@@ -62,6 +63,21 @@ cdef extern from *:
     #define CG_COUNT(p) ((void)(++*(p)))
     #endif
 
+    /* Clear a flag and return what it held, as one step for every thread:
+       an atomic exchange on free-threaded builds; under the GIL nothing runs
+       between the read and the write. */
+    static CYTHON_INLINE int cg_take(int *flag) {
+    #if defined(Py_GIL_DISABLED) && defined(_MSC_VER)
+        return (int)_InterlockedExchange((volatile long *)flag, 0);
+    #elif defined(Py_GIL_DISABLED)
+        return __atomic_exchange_n(flag, 0, __ATOMIC_ACQ_REL);
+    #else
+        int held = *flag;
+        *flag = 0;
+        return held;
+    #endif
+    }
+
     /* The default clock, read without making a float. On Linux it is the
        coarse monotonic clock: same epoch as time.monotonic(), a resolution
        of a kernel tick (1-4 ms, ample for windows of seconds), and several
@@ -87,6 +103,7 @@ cdef extern from *:
     const bint CG_SHARD_LOCKS
     double cg_monotonic() noexcept nogil
     void CG_COUNT(int64_t* counter) noexcept nogil
+    int cg_take(int* flag) noexcept nogil
     uint64_t cg_load_le64(const uint8_t* p) noexcept nogil
 
 cdef extern from "Python.h":

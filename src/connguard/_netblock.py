@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from ._spec import V4_TAG
+from ._spec import V4_TAG, Source
 from ._validate import int_arg
 
-__all__ = ["NetblockKeyed", "address_of", "netblock_text"]
+__all__ = ["NetblockKeyed", "address_of", "host_text", "netblock_text"]
 
 
 def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
@@ -36,6 +36,17 @@ def address_of(source: str) -> str:
     if not (length.isascii() and length.isdigit() and len(length) <= 3):
         raise ValueError(f"invalid source netblock: {source[:64]!r}")
     return address
+
+
+def host_text(source: Source) -> str:
+    """The address text of a source: a str as given, a peername tuple's host.
+
+    Anything else is returned unchanged for the cores to reject with a clear error.
+    """
+    if (isinstance(source, tuple) and len(source) in (2, 4) and isinstance(source[0], str)
+            and isinstance(source[1], int)):
+        return source[0]
+    return source  # type: ignore[return-value]
 
 
 class NetblockKeyed:

@@ -10,7 +10,7 @@ can never drift apart silently.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 # --- sizes and limits -----------------------------------------------------------
 
@@ -22,6 +22,12 @@ COUNT_MAX = 65535           #: per-class window counters saturate here
 MAX_CAPACITY = 2**32 - 1    #: entries one shard can index (positions are 32-bit)
 MAX_ACTIVE = 2**32 - 1      #: open connections one source entry can count
 MAX_TIME = 1e15             #: |now| in seconds (about 32 million years) is at most this
+#: What a source may be: address text, or a peername tuple as sockets and
+#: asyncio report it, ``(host, port)`` or ``(host, port, flowinfo, scope_id)``.
+Source: TypeAlias = str | tuple[str, int] | tuple[str, int, int, int]
+#: In an accept's result: the source held the Guard's max_open connections
+#: (alone: refused; with bit 1: counted over the cap).
+CAPPED = 2
 UNTRACKED_SLOTS = 64        #: netblocks per shard whose untracked opens are remembered
 PATTERN_STATE_RATIO = 128   #: a shard holds pattern state for 1 in this many of its sources
 PATTERN_STATE_MIN = 16      #: ... and for at least this many
@@ -152,12 +158,13 @@ class Reason(enum.IntEnum):
     BANNED = 1
     OVERFLOW = 2
     LIMIT = 3
+    FLOOD = 4       # the source holds the Guard's max_open connections already
 
 
 #: Added to a Reason in a verdict code when the connection was refused.
-REFUSED = 4
+REFUSED = 5
 #: Verdict codes run from 0 to VERDICT_CODES - 1: reason + (REFUSED if refused).
-VERDICT_CODES = 8
+VERDICT_CODES = 10
 
 
 def verdict_parts(code: int) -> tuple[Reason, bool]:

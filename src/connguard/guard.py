@@ -10,13 +10,23 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from . import _core, _core_py
-from ._spec import PATTERN_BITS, PATTERNS, VERDICT_CODES, Reason, Take, verdict_parts
-from ._validate import callable_arg
+from ._netblock import host_text
+from ._spec import (
+    MAX_ACTIVE,
+    PATTERN_BITS,
+    PATTERNS,
+    VERDICT_CODES,
+    Reason,
+    Source,
+    Take,
+    verdict_parts,
+)
+from ._validate import callable_arg, int_arg
 from .bans import BanManager, Infraction, _BanAPI
 from .events import ACCEPT, CLOSE, Event, byte_count
 from .patterns import Finding
 from .ratelimit import RateLimiter, _LimiterAPI
-from .tracker import RefusedCloses, Tracker, _TrackerAPI
+from .tracker import Connection, RefusedCloses, Tracker, _TrackerAPI
 
 if TYPE_CHECKING:
     from ._core_py import GuardTable as _GuardTable
@@ -26,7 +36,7 @@ else:
     _GuardTable = _core.core.GuardTable
     _GuardBase = object
 
-__all__ = ["FINDING_KINDS", "Guard", "Verdict"]
+__all__ = ["CONNECTION_BURST", "CONNECTION_RATE", "FINDING_KINDS", "Guard", "Verdict"]
 
 #: A finding_kinds mapping that reports each windowed pattern as the
 #: BanManager kind of the same name (see connguard.DEFAULT_KINDS).
@@ -41,7 +51,7 @@ class Verdict:
     """What Guard.accept decided; truthy when the connection may proceed."""
 
     allowed: bool
-    reason: str | None          # None, "banned", "overflow" or "limit"
+    reason: str | None          # None, "banned", "overflow", "limit" or "flood"
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -58,6 +68,15 @@ _VERDICTS = tuple(_verdict(code) for code in range(VERDICT_CODES))
 _LIMIT_KINDS = {Take.VIOLATION: "rate_limit_violation", Take.ABUSE: "rate_limit_abuse"}
 _POSITIONAL = ("tracker", "bans", "limiter", "enforce", "clock", "pseudonymizer")
 
+#: The default Guard limiter's tokens per second and burst, per source
+#: netblock. Sized for connections, not messages: a browser opens six or so
+#: connections per host and a page may reach a dozen hosts, so a burst of 100
+#: lets a page load (or a few users behind one NAT address) through untouched,
+#: while 20 new connections a second, sustained, is far above what a person
+#: makes and far below a flood or a scan.
+CONNECTION_RATE = 20.0
+CONNECTION_BURST = 100.0
+
 
 class _GuardAPI(_GuardBase):
     """Everything Guard adds to a core's GuardTable; shared by both cores."""
@@ -73,6 +92,7 @@ class _GuardAPI(_GuardBase):
         pseudonymizer: Callable[[str], str] | None = None,
         on_finding: Callable[[Finding], object] | None = None,
         finding_kinds: Mapping[str, str] | None = None,
+        max_open: int | None = None,
     ) -> None:
         if args:
             # 0.1 took these positionally; keyword-only like Tracker and BanManager now.
@@ -109,9 +129,11 @@ class _GuardAPI(_GuardBase):
         elif pseudonymizer is not None and bans.pseudonymizer is not pseudonymizer:
             raise ValueError("give the pseudonymizer to the BanManager too (BanManager("
                              "pseudonymizer=...)): its ban log lines would show netblocks")
+        max_open = 0 if max_open is None else int_arg("max_open", max_open, 1, MAX_ACTIVE - 1)
         if limiter is None:
             limiter = _core.on_core(RateLimiter, core)(
-                clock=clock, ipv4_prefix=tracker.ipv4_prefix, ipv6_prefix=tracker.ipv6_prefix)
+                CONNECTION_RATE, CONNECTION_BURST, clock=clock,
+                ipv4_prefix=tracker.ipv4_prefix, ipv6_prefix=tracker.ipv6_prefix)
         prefixes = (tracker.ipv4_prefix, tracker.ipv6_prefix)
         for name, part in (("bans", bans), ("limiter", limiter or None)):
             if part is not None and (part.ipv4_prefix, part.ipv6_prefix) != prefixes:
@@ -126,26 +148,43 @@ class _GuardAPI(_GuardBase):
         self._on_finding = on_finding
         if on_finding is not None or (self._enforce and self._finding_kinds):
             tracker.add_finding_callback(self._found)
+        self._max_open = max_open or None
+        self._one_source_warned = False
         super().__init__(
             tracker=tracker, bans=bans, limiter=self._limiter, enforce=self._enforce,
-            verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged)
+            verdicts=_VERDICTS, on_limit=self._limit_reached, on_flag=self._flagged,
+            max_open=max_open)
 
     if TYPE_CHECKING:
         # The core's accept returns one of the _VERDICTS it was given; typed
         # here only, so the call still goes straight into the core.
-        def accept(self, source: str, destination: str | None = "",
+        def accept(self, source: Source, destination: str | None = "",
                    now: float | None = None) -> Verdict: ...
 
-    def _limit_reached(self, source: str, level: int, now: float | None) -> None:
+    def _limit_reached(self, source: Source, level: int, now: float | None) -> None:
         # Called by the core, outside every lock, once per violation window
         # when a source first reaches each level. Reporting each level once
         # keeps every level reachable with the default penalties (2 + 5 < 10)
         # instead of banning at the 5th violation. The accept has been
         # decided: nothing raised here may reach its caller.
         try:
-            self._bans.report(source, _LIMIT_KINDS[Take(level)], now)
+            self._warn_one_source()
+            self._bans.report(host_text(source), _LIMIT_KINDS[Take(level)], now)
         except Exception as exc:
             self._callback_failed("reporting a rate limit", exc)
+
+    def _warn_one_source(self) -> None:
+        # A source has reached a limit, and it is the only one ever seen:
+        # most likely a proxy or load balancer in front, whose address every
+        # client shares, so they all share one bucket too. Said once, with no
+        # address (the source is not flagged).
+        if not self._one_source_warned and self._tracker.counters()[2] == 1:
+            self._one_source_warned = True
+            log.warning("connguard: every connection so far comes from one address and it "
+                        "reached the rate limit: if a proxy or load balancer is in front, "
+                        "pass the client's address (connguard.integrations.asgi."
+                        "GuardMiddleware(trusted_proxies=...)), or every client shares one "
+                        "limit")
 
     def _found(self, finding: Finding) -> None:
         # Called through the tracker, outside every lock, when a pattern is
@@ -163,7 +202,7 @@ class _GuardAPI(_GuardBase):
         if self._on_finding is not None:
             self._on_finding(finding)
 
-    def _flagged(self, source: str, bits: int) -> None:
+    def _flagged(self, source: Source, bits: int) -> None:
         # Called by the core, outside every lock, after the connection was
         # counted: nothing raised here may reach accept's caller.
         try:
@@ -178,7 +217,7 @@ class _GuardAPI(_GuardBase):
         else:
             log.error("connguard: %s failed: %s", what, type(exc).__name__)
 
-    def _log_flagged(self, source: str, bits: int) -> None:
+    def _log_flagged(self, source: Source, bits: int) -> None:
         # The first time a source is flagged with each pattern: the only log
         # line an unbanned source gets, with the evidence that raised it.
         found = {f.pattern: f for f in self._tracker.source_findings(source)}
@@ -213,13 +252,24 @@ class _GuardAPI(_GuardBase):
             pass
         self._tracker._drop_unattributed()
 
-    def report(self, source: str, kind: str, now: float | None = None) -> Infraction:
-        """Record an infraction (see BanManager.report)."""
-        return self._bans.report(source, kind, now)
+    if TYPE_CHECKING:
+        def open(self, source: Source, destination: str | None = "",
+                 now: float | None = None) -> Connection:
+            """Check and count an accepted connection as accept does; return its handle.
 
-    def is_banned(self, source: str, now: float | None = None) -> bool:
+            The handle is truthy when the connection may proceed, names the
+            ``reason`` as a Verdict does, and closes the connection once
+            (``conn.close(sent, received)``, or as a context manager) without
+            parsing the source again. A refused one needs no close.
+            """
+
+    def report(self, source: Source, kind: str, now: float | None = None) -> Infraction:
+        """Record an infraction (see BanManager.report)."""
+        return self._bans.report(host_text(source), kind, now)
+
+    def is_banned(self, source: Source, now: float | None = None) -> bool:
         """Return True while the source's netblock is banned."""
-        return self._bans.is_banned(source, now)
+        return self._bans.is_banned(host_text(source), now)
 
     def findings(self, now: float | None = None) -> list[Finding]:
         """Return the live findings, one per pattern raised on a source (see Tracker.findings)."""
@@ -247,6 +297,11 @@ class _GuardAPI(_GuardBase):
         return self._limiter
 
     @property
+    def max_open(self) -> int | None:
+        """Open connections one source may hold (None: no cap); see the class docstring."""
+        return self._max_open
+
+    @property
     def enforce(self) -> bool:
         """False: monitor only (bans, limits and flags are reported, nothing refused)."""
         return self._enforce
@@ -271,23 +326,36 @@ def _finding_kinds(kinds: Mapping[str, str] | None, bans: BanManager) -> Mapping
 class Guard(_GuardAPI, _GuardTable):
     """What most users embed: one call per accepted connection, one per close.
 
-    ``accept(source, destination="", now=None) -> Verdict`` parses the
+    ``open(source, destination="", now=None) -> Connection`` parses the
     address once and, in the core, checks the ban table, spends a limiter
     token for the source's netblock and counts the connection in the
-    tracker. With ``enforce=False`` (the default, monitor only) every
-    verdict is allowed and names what it would have refused for; with
-    ``enforce=True`` a banned or rate-limited source is refused, and a
-    refused accept is not counted and needs no ``close``. An ``overflow``
-    refusal comes from a tracker built with ``overflow="deny"``, and applies
-    whatever ``enforce`` says: that tracker was asked to refuse what it
-    cannot count.
+    tracker; the handle it returns closes that connection
+    (``conn.close(sent, received)``). ``accept`` decides the same and
+    returns a Verdict; its ``close(source)`` is keyed by netblock and
+    parses again. A source is address text ("203.0.113.7", "2001:db8::1")
+    or a peername tuple, ``(host, port)`` or ``(host, port, flowinfo,
+    scope_id)``: pass the host or the peername, never "host:port" built by
+    hand (IPv6 has colons of its own).
+
+    With ``enforce=False`` (the default, monitor only) every verdict is
+    allowed and names what it would have refused for (counted as
+    ``would_reject`` in metrics); with ``enforce=True`` a banned,
+    rate-limited or flooding source is refused, and a refused connection is
+    not counted and needs no close. ``max_open`` caps the connections one
+    source netblock may hold open at once (reason "flood"; None: no cap).
+    An ``overflow`` refusal comes from a tracker built with
+    ``overflow="deny"``, and applies whatever ``enforce`` says: that tracker
+    was asked to refuse what it cannot count.
 
     Arguments are keyword-only. The parts are created with defaults when
-    not given (``limiter=False``: none). RateLimiter's defaults (4/s,
-    burst 8) suit messages, not connections: size a limiter for your
-    connection rates. A source that first reaches the limiter's violation
-    or abuse level is reported to the BanManager once per violation window.
-    A Guard is also a listener (``connguard.set_listener(guard)``).
+    not given (``limiter=False``: none); the default limiter is sized for
+    connections, CONNECTION_RATE (20/s) with a burst of CONNECTION_BURST
+    (100) per source netblock, where RateLimiter's own defaults (4/s, burst
+    8) suit messages. A source that first reaches the limiter's violation
+    or abuse level is reported to the BanManager once per violation window;
+    when it is the only source ever seen, a warning says that a proxy in
+    front probably hides the clients' addresses. A Guard is also a listener
+    (``connguard.set_listener(guard)``).
 
     Patterns are reported, not acted on, by default: each is logged the first
     time a source shows it, counted in metrics and listed by ``findings()``;

@@ -35,6 +35,8 @@ _SPEC: tuple[tuple[type[Family], str, str, str | None], ...] = (
      "Sources denied pattern state because every record was in use by a flagged source.", None),
     (CounterMetricFamily, "accepted", "Connections allowed.", None),
     (CounterMetricFamily, "rejected", "Connections refused.", "reason"),
+    (CounterMetricFamily, "would_reject",
+     "Connections allowed that enforce=True would have refused (monitor mode).", "reason"),
     (CounterMetricFamily, "infractions", "Infractions recorded.", "kind"),
     (CounterMetricFamily, "evicted_bans", "Live bans lifted because every ban record was in use.",
      None),
@@ -95,6 +97,8 @@ class GuardCollector(Collector):
             "accepted": sum(n for v, n in verdicts if v.allowed),
             "rejected": [(reason, sum(n for v, n in verdicts if not v.allowed and v.reason == reason))
                          for reason in _REFUSAL_REASONS],
+            "would_reject": [(reason, sum(n for v, n in verdicts if v.allowed and v.reason == reason))
+                             for reason in _REFUSAL_REASONS],
             "infractions": sorted(bans.infraction_counts().items()),
             "evicted_bans": bans.evicted_bans,
             "evictions": evictions,

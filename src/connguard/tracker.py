@@ -21,6 +21,7 @@ from ._spec import (
     PATTERNS,
     SKETCH_BITS,
     RawStats,
+    Source,
     TopBy,
     pattern_names,
 )
@@ -42,14 +43,17 @@ if TYPE_CHECKING:
     # Type checkers see the pure twin's signatures (the compiled core has the
     # same ones, checked by tests/test_core_selection.py); at run time the
     # API mixin is a plain class and Tracker's base is the selected core's.
+    from ._core_py import Connection
     from ._core_py import SourceTable as _SourceTable
 
     _TrackerBase = _SourceTable
 else:
     _SourceTable = _core.core.SourceTable
     _TrackerBase = object
+    # The selected core's handle: Tracker.open and Guard.open return one.
+    Connection = _core.core.Connection
 
-__all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "SourceStats", "Tracker"]
+__all__ = ["DEFAULT_PORT_CLASSES", "PATTERNS", "Connection", "SourceStats", "Tracker"]
 
 log = logging.getLogger("connguard")
 
@@ -272,7 +276,7 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         log.exception("connguard: an on_finding callback raised (%d more since the last report)",
                       suppressed)
 
-    def source_findings(self, source: str, now: float | None = None) -> list[Finding]:
+    def source_findings(self, source: Source, now: float | None = None) -> list[Finding]:
         """Return the live findings of one source's netblock (empty when none)."""
         _, hi, lo = self.source_key(source)
         pair = self.record_raw(hi, lo, now)
@@ -305,7 +309,7 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         (passed None, or its destination classes are not among class_names)."""
         return self._patterns
 
-    def netblock(self, source: str) -> str:
+    def netblock(self, source: Source) -> str:
         """Return the netblock ``source`` is counted under, named as stats and findings name it."""
         _, hi, lo = self.source_key(source)
         return netblock_text(hi, lo, self._ipv4_prefix, self._ipv6_prefix)
@@ -363,7 +367,7 @@ class _TrackerAPI(NetblockKeyed, _TrackerBase):
         """Seconds covered by rates, per-class counts and distinct counts."""
         return self._window
 
-    def stats(self, source: str, now: float | None = None) -> SourceStats | None:
+    def stats(self, source: Source, now: float | None = None) -> SourceStats | None:
         """Return a snapshot of one source's netblock, or None when it is not tracked."""
         _, hi, lo = self.source_key(source)
         raw = self.stats_raw(hi, lo, now)

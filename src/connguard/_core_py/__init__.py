@@ -16,12 +16,13 @@ from .destinations import host_hash
 from .guard import GuardTable
 from .limits import BucketTable
 from .parse import default_clock, parse_source
-from .sources import SourceTable
+from .sources import Connection, SourceTable
 from .table import Shard, ShardedTable
 
 __all__ = [
     "BanTable",
     "BucketTable",
+    "Connection",
     "GuardTable",
     "Shard",
     "ShardedTable",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._spec import MAX_SOURCE_LENGTH
-from .parse import _DIGITS, _bad_source, _check_str, parse_source_text
+from .._spec import MAX_SOURCE_LENGTH, Source
+from .parse import _DIGITS, _bad_source, parse_source_text, source_text
 from .table import Header, ShardedTable, Table
 
 
@@ -21,7 +21,7 @@ class BanTable(ShardedTable):
                  ipv6_prefix: int, clock: Callable[[], float] | None, seed: int) -> None:
         self._setup(capacity, shards, Header, ipv4_prefix, ipv6_prefix, clock, seed)
 
-    def is_banned(self, source: str, now: float | None = None) -> bool:
+    def is_banned(self, source: Source, now: float | None = None) -> bool:
         """Return True while the source's netblock is banned.
 
         ``source`` is an address, or netblock text as connguard writes it
@@ -30,8 +30,8 @@ class BanTable(ShardedTable):
         _, hi, lo = self._netblock_key(source)
         return ban_active(self, hi, lo, self._now(now))
 
-    def _netblock_key(self, source: str) -> tuple[int, int, int]:
-        _check_str(source, "source")
+    def _netblock_key(self, source: Source) -> tuple[int, int, int]:
+        source = source_text(source, "source")
         if 0 < len(source) <= MAX_SOURCE_LENGTH and source.isascii():
             parsed = parse_source_text(source)
             if parsed is None:

@@ -6,10 +6,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._spec import LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Take
+from .._spec import CAPPED, LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Source, Take
 from .bans import BanTable, ban_active
 from .limits import BucketTable, limit_take
-from .sources import SourceTable, tracker_accept, tracker_close
+from .sources import Connection, SourceTable, tracker_accept, tracker_close
 
 
 class GuardTable:
@@ -22,10 +22,12 @@ class GuardTable:
 
     def __init__(self, *, tracker: SourceTable, bans: BanTable | None,
                  limiter: BucketTable | None, enforce: bool, verdicts: tuple[Any, ...],
-                 on_limit: Callable[[str, int, float | None], object] | None,
-                 on_flag: Callable[[str, int], object] | None) -> None:
+                 on_limit: Callable[[Source, int, float | None], object] | None,
+                 on_flag: Callable[[Source, int], object] | None, max_open: int = 0) -> None:
         if len(verdicts) != VERDICT_CODES:
             raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
+        if max_open:
+            tracker.set_open_cap(max_open, enforce)
         self._sources = tracker
         self._ban_table = bans
         self._buckets = limiter
@@ -41,24 +43,36 @@ class GuardTable:
         self._counts = [0] * VERDICT_CODES     # verdicts returned, by code
         self._counts_lock = threading.Lock()   # guards _counts
 
-    def accept(self, source: str, destination: str | None = "", now: float | None = None) -> Any:
+    def accept(self, source: Source, destination: str | None = "", now: float | None = None) -> Any:
         """Check and count an accepted connection; return its verdict."""
-        code = self._decide(source, destination, now)
+        code, _ = self._decide(source, destination, now)
         with self._counts_lock:
             self._counts[code] += 1
         return self._verdicts[code]
 
-    def _decide(self, source: str, destination: str | None, now: float | None) -> int:
+    def open(self, source: Source, destination: str | None = "",
+             now: float | None = None) -> Connection:
+        """Check and count an accepted connection as accept does; return its Connection."""
+        code, (hi, lo, cls) = self._decide(source, destination, now)
+        with self._counts_lock:
+            self._counts[code] += 1
+        return Connection(source, self._sources, self, hi, lo, cls, code)
+
+    def _decide(self, source: Source, destination: str | None,
+                now: float | None) -> tuple[int, tuple[int, int, int]]:
+        """Decide and count an accept; return its verdict code, and the
+        source's netblock key and the destination's class."""
         tracker = self._sources
         _, hi, lo = tracker._key(source)
         d = tracker._classify(destination)
+        key = (hi, lo, d[0])
         t = tracker._now(now)
         reason = Reason.NONE
         if self._ban_table is not None and ban_active(
                 self._ban_table, hi, lo,
                 self._ban_table._now(None) if self._ban_clock and now is None else t):
             if self._enforce:
-                return Reason.BANNED + REFUSED
+                return Reason.BANNED + REFUSED, key
             reason = Reason.BANNED
         if self._buckets is not None:
             level, violations = limit_take(
@@ -72,16 +86,22 @@ class GuardTable:
                         or (level == Take.ABUSE and violations == cfg.abuse_after)):
                     self._on_limit(source, level, now)
                 if self._enforce:
-                    return (reason or Reason.LIMIT) + REFUSED
+                    return (reason or Reason.LIMIT) + REFUSED, key
                 if reason == Reason.NONE:
                     reason = Reason.LIMIT
         counted = tracker_accept(tracker, hi, lo, d, t)
-        if counted == 0 and tracker._cfg.deny:
-            return (reason or Reason.OVERFLOW) + REFUSED
+        if counted & 3 != 1:                     # rare: no room, or at max_open
+            if counted & 1 == 0:
+                if counted == CAPPED:
+                    return (reason or Reason.FLOOD) + REFUSED, key
+                if tracker._cfg.deny:
+                    return (reason or Reason.OVERFLOW) + REFUSED, key
+            elif reason == Reason.NONE:
+                reason = Reason.FLOOD
         self._announce(source, counted, t)
-        return reason
+        return reason, key
 
-    def _announce(self, source: str, counted: int, t: float) -> None:
+    def _announce(self, source: Source, counted: int, t: float) -> None:
         """Tell of patterns an accept or close raised; no lock is held here."""
         if counted >> 16 and self._on_flag is not None:
             self._on_flag(source, counted >> 16)
@@ -94,7 +114,7 @@ class GuardTable:
         with self._counts_lock:
             return tuple(self._counts)
 
-    def close(self, source: str, now: float | None = None, *, sent: int | None = None,
+    def close(self, source: Source, now: float | None = None, *, sent: int | None = None,
               received: int | None = None, destination: str | None = None) -> bool:
         """Count a closed connection; return False when there was none to close."""
         counted, t = tracker_close(self._sources, source, now, sent, received, destination)

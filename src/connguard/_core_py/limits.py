@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .._spec import GOLDEN, LIMIT_SALT, MAX_SOURCE_LENGTH, PORT_SALT, Take
 from .destinations import _text_hash
-from .parse import _check_str, parse_source_text
+from .parse import parse_source_text, source_text
 from .table import Header, ShardedTable, Table
 
 
@@ -82,7 +82,7 @@ class BucketTable(ShardedTable):
     def _bucket_key(self, key: str) -> tuple[int, int]:
         """An address keys its netblock's bucket (the one the Guard spends);
         other text keys its own, by two independent 64-bit hashes."""
-        _check_str(key, "key")
+        key = source_text(key, "key")
         if 0 < len(key) <= MAX_SOURCE_LENGTH and key.isascii():
             parsed = parse_source_text(key)
             if parsed is not None:

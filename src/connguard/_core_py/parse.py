@@ -159,10 +159,17 @@ def _bad_source(source: str) -> ValueError:
     return ValueError(f"invalid source address: {text!r}")
 
 
-def _check_str(value: object, name: str) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"Argument '{name}' has incorrect type "
-                        f"(expected str, got {type(value).__name__})")
+def source_text(source: object, name: str) -> str:
+    """A source as text: a str as given, or the host of a peername tuple,
+    ``(host, port)`` or ``(host, port, flowinfo, scope_id)`` as sockets and
+    asyncio report it; raise TypeError naming ``name`` for anything else."""
+    if isinstance(source, str):
+        return source
+    if (isinstance(source, tuple) and len(source) in (2, 4) and isinstance(source[0], str)
+            and isinstance(source[1], int)):
+        return source[0]
+    raise TypeError(f"Argument '{name}' has incorrect type (expected str or a peername "
+                    f"tuple (host, port[, flowinfo, scope_id]), got {type(source).__name__})")
 
 
 def source_key(source: str) -> tuple[int, int, int]:
@@ -178,8 +185,7 @@ def source_key(source: str) -> tuple[int, int, int]:
 
 def parse_source(source: str) -> tuple[int, int]:
     """Return ``(family, address)`` for a source; IPv4-mapped IPv6 folds to 4."""
-    _check_str(source, "source")
-    family, hi, lo = source_key(source)
+    family, hi, lo = source_key(source_text(source, "source"))
     if family == 4:
         return 4, lo & 0xFFFFFFFF
     return 6, (hi << 64) | lo

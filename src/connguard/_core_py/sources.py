@@ -5,20 +5,26 @@ from __future__ import annotations
 import heapq
 import math
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._spec import (
+    CAPPED,
     COUNT_MAX,
     MAX_ACTIVE,
     MAX_CLASSES,
     PATTERN_STATE_MAX,
     PATTERN_STATE_MIN,
     PATTERN_STATE_RATIO,
+    REFUSED,
     Group,
     Pattern,
     PatternLimits,
     RawRecord,
     RawStats,
+    Reason,
+    Source,
     TopBy,
 )
 from .destinations import classify
@@ -91,7 +97,8 @@ def accept_rate(e: Entry, now: float, window: float) -> float:
 
 
 class Config:
-    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "deny", "lim")
+    __slots__ = ("window", "rate_threshold", "concurrent_threshold", "deny", "lim", "open_cap",
+                 "cap_refuses")
 
     def __init__(self, window: float, rate_threshold: float, concurrent_threshold: int,
                  deny: bool, lim: PatternLimits) -> None:
@@ -100,6 +107,8 @@ class Config:
         self.concurrent_threshold = concurrent_threshold
         self.deny = deny              # no room: refuse (else count open, untracked)
         self.lim = lim                # the windowed patterns' thresholds
+        self.open_cap = MAX_ACTIVE    # a Guard's max_open (MAX_ACTIVE: none); set once, before use
+        self.cap_refuses = False      # an accept at open_cap is refused (else counted, over it)
 
 
 def advance(e: Entry, now: float, window: float) -> float:
@@ -126,11 +135,13 @@ def advance(e: Entry, now: float, window: float) -> float:
 
 def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: float,
                  cfg: Config) -> int:
-    """Count one accepted connection; 0 when there was no room, else
-    1 | raised << 8 | first << 16: the pattern bits this accept raised, and
-    those raised on this source for the first time."""
+    """Count one accepted connection; 0 when there was no room, CAPPED when
+    refused at the source's open_cap, else 1 | CAPPED when counted at or
+    past it | raised << 8 | first << 16: the pattern bits this accept
+    raised, and those raised on this source for the first time."""
     cls, host_bit, port_bit = d
     e = self.find(hi, lo)
+    over = 0
     # Counted here once for every accept, and taken back on the rare refusals.
     self.class_accepts[cls] += 1
     if e is None:
@@ -141,14 +152,11 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
             else:
                 self.open_untracked(hi, lo)
             return 0
-    elif e.active == MAX_ACTIVE:                 # saturated: counted open, untracked
-        self.overflows += 1
-        if cfg.deny:
-            self.class_accepts[cls] -= 1
-        else:
-            self.open_untracked(hi, lo)
-        return 0
     else:
+        if e.active >= cfg.open_cap:
+            over = _at_cap(self, e, hi, lo, cls, cfg)
+            if over != CAPPED or cfg.cap_refuses:
+                return over
         now = advance(e, now, cfg.window)
     before = e.patterns
     e.active += 1
@@ -166,7 +174,23 @@ def table_accept(self: Table, hi: int, lo: int, d: tuple[int, int, int], now: fl
     if e.rare or accept_triggers(cfg.lim, cls, e.cls_cur[cls], e.ports_cur | e.ports_prev,
                                  e.patterns):
         _accept_record(self, e, d, before, now, cfg)
-    return _raised(self, e, before)
+    return _raised(self, e, before) | over
+
+
+def _at_cap(self: Table, e: Entry, hi: int, lo: int, cls: int, cfg: Config) -> int:
+    """An accept of a source holding open_cap connections or more: 0 when its
+    entry is saturated (counted open untracked, or refused with deny), else
+    CAPPED (refused when cfg.cap_refuses, else counted over the cap)."""
+    if e.active == MAX_ACTIVE:                   # saturated: counted open, untracked
+        self.overflows += 1
+        if cfg.deny:
+            self.class_accepts[cls] -= 1
+        else:
+            self.open_untracked(hi, lo)
+        return 0
+    if cfg.cap_refuses:
+        self.class_accepts[cls] -= 1
+    return CAPPED
 
 
 def _accept_record(self: Table, e: Entry, d: tuple[int, int, int], before: int, now: float,
@@ -322,21 +346,55 @@ class SourceTable(ShardedTable):
         """Set (or clear, with None) the callable told of raised patterns."""
         self._on_finding = hook
 
+    def set_open_cap(self, cap: int, refuses: bool) -> None:
+        """Cap each source's open connections at ``cap`` (0: no cap); past it an
+        accept is refused (``refuses``) or counted and marked over the cap.
+
+        Set once, before the table is used: a Guard sets it as it is made.
+        Raises RuntimeError when a cap is already set.
+        """
+        if self._cfg.open_cap != MAX_ACTIVE:
+            raise RuntimeError("this tracker's open-connection cap is set already "
+                               "(one Guard per tracker may set max_open)")
+        if not 0 <= cap <= MAX_ACTIVE:
+            raise OverflowError(f"cap out of range: {cap}")
+        if cap:
+            self._cfg.open_cap = cap
+            self._cfg.cap_refuses = bool(refuses)
+
     def _classify(self, destination: object) -> tuple[int, int, int]:
         return classify(destination, self._port_class, self._watch, self._watch_class)
 
-    def accept(self, source: str, destination: str | None = "",
+    def accept(self, source: Source, destination: str | None = "",
                now: float | None = None) -> bool:
-        """Count an accepted connection; False only when overflow="deny" refuses it."""
+        """Count an accepted connection; False only when it is refused: by
+        overflow="deny", or at a Guard's max_open cap with enforce=True."""
         _, hi, lo = self._key(source)
         d = self._classify(destination)
         t = self._now(now)
         result = tracker_accept(self, hi, lo, d, t)
         if result >> 8 & 0xFF and self._on_finding is not None:
             self._on_finding(source, result >> 8 & 0xFF, t)
-        return result != 0 or not self._cfg.deny
+        return (result & 1) != 0 or (result == 0 and not self._cfg.deny)
 
-    def close(self, source: str, now: float | None = None, *, sent: int | None = None,
+    def open(self, source: Source, destination: str | None = "",
+             now: float | None = None) -> Connection:
+        """Count an accepted connection as accept does; return its Connection."""
+        _, hi, lo = self._key(source)
+        d = self._classify(destination)
+        t = self._now(now)
+        result = tracker_accept(self, hi, lo, d, t)
+        code: int
+        if result & 1 or (result == 0 and not self._cfg.deny):
+            code = Reason.FLOOD if result & CAPPED else Reason.NONE
+        else:
+            code = (Reason.FLOOD if result else Reason.OVERFLOW) + REFUSED
+        conn = Connection(source, self, None, hi, lo, d[0], code)
+        if result >> 8 & 0xFF and self._on_finding is not None:
+            self._on_finding(source, result >> 8 & 0xFF, t)
+        return conn
+
+    def close(self, source: Source, now: float | None = None, *, sent: int | None = None,
               received: int | None = None, destination: str | None = None) -> bool:
         """Count a closed connection; return False when there was none to close.
 
@@ -410,9 +468,7 @@ class SourceTable(ShardedTable):
         end, _, flow = heapq.heappop(state.closes)
         hi, lo, d, sent, received, source, _ = flow
         state.clock = end
-        i = self._shard_of(hi, lo)
-        with self._lock_of(i):
-            result = table_close(self._tables[i], hi, lo, end, self._cfg, d[0], sent, received)
+        result = tracker_close_key(self, hi, lo, end, d[0], sent, received)
         if result >> 8 & 0xFF and self._on_finding is not None:
             self._on_finding(source, result >> 8 & 0xFF, end)
 
@@ -576,7 +632,7 @@ def _bytes_arg(name: str, value: object) -> int:
     return min(value, 2**63 - 1)
 
 
-def tracker_close(tracker: SourceTable, source: str, now: float | None, sent: object = None,
+def tracker_close(tracker: SourceTable, source: Source, now: float | None, sent: object = None,
                   received: object = None, destination: object = None) -> tuple[int, float]:
     """Close one connection of ``source``; return table_close's result and the time used."""
     _, hi, lo = tracker._key(source)
@@ -584,10 +640,101 @@ def tracker_close(tracker: SourceTable, source: str, now: float | None, sent: ob
     n_received = _bytes_arg("received", received)
     cls = -1 if destination is None else tracker._classify(destination)[0]
     t = tracker._now(now)
+    return tracker_close_key(tracker, hi, lo, t, cls, n_sent, n_received), t
+
+
+def tracker_close_key(tracker: SourceTable, hi: int, lo: int, t: float, cls: int, sent: int,
+                      received: int) -> int:
     i = tracker._shard_of(hi, lo)
     with tracker._lock_of(i):
-        return table_close(tracker._tables[i], hi, lo, t, tracker._cfg, cls, n_sent,
-                           n_received), t
+        return table_close(tracker._tables[i], hi, lo, t, tracker._cfg, cls, sent, received)
+
+
+_REASON_NAMES = (None, *(reason.name.lower() for reason in list(Reason)[1:]))
+_TAKE = threading.Lock()   # makes a Connection's check-and-clear of _open one step
+
+
+class Connection:
+    """One accepted connection, from ``Guard.open`` or ``Tracker.open``.
+
+    Truthy when the connection may proceed; ``reason`` names why it was
+    refused, or with ``enforce=False`` why it would have been (None, "banned",
+    "limit", "overflow" or "flood"). It holds the parsed netblock and the
+    destination's class, so its close neither parses nor classifies again.
+
+    Important:
+    1. ``close(sent=None, received=None, now=None)`` counts the close once:
+       a second call, or a close of a refused connection, does nothing and
+       returns False. Bytes are ints >= 0, None when unknown; ``now`` (event
+       time) only when the connection was opened with ``now``.
+    2. As a context manager it closes on exit, also on an exception, without
+       byte counts; call ``close(sent, received)`` inside to give them.
+    3. It keeps no lock and is not tied to a thread: any thread may close it.
+    """
+
+    __slots__ = ("_source", "_tracker", "_guard", "_hi", "_lo", "_cls", "_code", "_open")
+
+    def __init__(self, source: object, tracker: SourceTable, guard: Any, hi: int, lo: int,
+                 cls: int, code: int) -> None:
+        self._source = source         # the source as given: text or a peername tuple
+        self._tracker = tracker
+        self._guard = guard           # None for a Tracker's handle
+        self._hi, self._lo = hi, lo   # the netblock key
+        self._cls = cls               # the destination's class
+        self._code = code             # the verdict code
+        self._open = code < REFUSED   # counted and not closed yet; cleared under _TAKE
+
+    def __bool__(self) -> bool:
+        return self._code < REFUSED
+
+    @property
+    def source(self) -> object:
+        """The source as given: address text or a peername tuple."""
+        return self._source
+
+    @property
+    def allowed(self) -> bool:
+        """True when the connection may proceed."""
+        return self._code < REFUSED
+
+    @property
+    def reason(self) -> str | None:
+        """None, or why the connection was (or would have been) refused."""
+        return _REASON_NAMES[self._code % REFUSED]
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, and for a refused connection."""
+        return not self._open
+
+    def close(self, sent: int | None = None, received: int | None = None,
+              now: float | None = None) -> bool:
+        """Count the close once; False when closed already or refused."""
+        n_sent = _bytes_arg("sent", sent)
+        n_received = _bytes_arg("received", received)
+        t = self._tracker._now(now)           # may raise: read before the flag
+        with _TAKE:
+            if not self._open:
+                return False
+            self._open = False
+        counted = tracker_close_key(self._tracker, self._hi, self._lo, t, self._cls, n_sent,
+                                    n_received)
+        if counted >> 8:                       # no lock is held here
+            if self._guard is not None:
+                self._guard._announce(self._source, counted, t)
+            elif self._tracker._on_finding is not None:
+                self._tracker._on_finding(self._source, counted >> 8 & 0xFF, t)
+        return True
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if not self._open else "open"
+        return f"<Connection allowed={self.allowed} reason={self.reason!r} {state}>"
 
 
 def tracker_accept(tracker: SourceTable, hi: int, lo: int, d: tuple[int, int, int], t: float) -> int:

@@ -20,8 +20,9 @@ from .._spec import (
     V4_TAG,
     XORSHIFT_STAR,
     Broken,
+    Source,
 )
-from .parse import _M64, _check_str, default_clock, fmix64, key_hash, source_key
+from .parse import _M64, default_clock, fmix64, key_hash, source_key, source_text
 from .patterns import Pool, Record
 
 
@@ -326,9 +327,8 @@ class ShardedTable:
         assert self._shards is not None
         return self._shards[i].lock
 
-    def _key(self, source: str) -> tuple[int, int, int]:
-        _check_str(source, "source")
-        return self._mask(*source_key(source))
+    def _key(self, source: Source) -> tuple[int, int, int]:
+        return self._mask(*source_key(source_text(source, "source")))
 
     def _mask(self, family: int, hi: int, lo: int) -> tuple[int, int, int]:
         """Mask a parsed address to its netblock."""
@@ -339,7 +339,7 @@ class ShardedTable:
     def _shard_of(self, hi: int, lo: int) -> int:
         return key_hash(hi, lo, self._seed) & self._shard_mask
 
-    def source_key(self, source: str) -> tuple[int, int, int]:
+    def source_key(self, source: Source) -> tuple[int, int, int]:
         """Return ``(family, hi, lo)``: the masked netblock key of a source."""
         return self._key(source)
 

@@ -65,7 +65,7 @@ cdef inline int netblock_key(BanTable bans, object source, uint64_t* hi, uint64_
     cdef const uint8_t* slash
     cdef int family = 0
     if not PyUnicode_Check(source):
-        raise _not_str(source, "source")
+        source = peer_host(source, "source")
     n = PyUnicode_GET_LENGTH(source)
     if 0 < n <= _MAX_SOURCE and PyUnicode_IS_ASCII(source):
         p = <const uint8_t*>PyUnicode_DATA(source)

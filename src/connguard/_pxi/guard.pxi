@@ -25,9 +25,12 @@ cdef class GuardTable:
     cdef bint _limit_clock
 
     def __init__(self, *, SourceTable tracker not None, BanTable bans, BucketTable limiter,
-                 bint enforce, tuple verdicts not None, object on_limit, object on_flag):
+                 bint enforce, tuple verdicts not None, object on_limit, object on_flag,
+                 uint32_t max_open=0):
         if len(verdicts) != VERDICT_CODES:
             raise ValueError(f"verdicts must hold {VERDICT_CODES} entries")
+        if max_open:
+            tracker.set_open_cap(max_open, enforce)
         self._sources = tracker
         self._ban_table = bans
         self._buckets = limiter
@@ -41,18 +44,39 @@ cdef class GuardTable:
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
         """Check and count an accepted connection; return its verdict."""
-        cdef int code = self._decide(source, destination, now)
+        cdef uint64_t hi, lo
+        cdef Destination d
+        cdef int code = self._decide(source, destination, now, &hi, &lo, &d)
         CG_COUNT(&self._counts[code])
         return self._verdicts[code]
 
-    cdef int _decide(self, object source, object destination, object now) except -1:
-        cdef uint64_t hi, lo
+    @cython.binding(False)
+    def open(self, source, destination="", now=None):
+        """Check and count an accepted connection as accept does; return its Connection."""
+        cdef Connection conn = Connection.__new__(Connection)
         cdef Destination d
+        cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
+        CG_COUNT(&self._counts[code])
+        conn.source = source
+        conn._tracker = self._sources
+        conn._guard = self
+        conn._cls = d.cls
+        conn._code = code
+        conn._open = code < VERDICT_REFUSED
+        return conn
+
+    cdef int _decide(self, object source, object destination, object now, uint64_t* key_hi,
+                     uint64_t* key_lo, Destination* dest) except -1:
+        """Decide and count an accept; return its verdict code. The source's
+        netblock key and the destination's class are left in the last three."""
+        cdef uint64_t hi, lo
         cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
         cdef uint32_t violations = 0
         cdef SourceTable tracker = self._sources
         tracker._key(source, &hi, &lo)
-        classify(destination, &tracker._classes, &d)
+        key_hi[0] = hi
+        key_lo[0] = lo
+        classify(destination, &tracker._classes, dest)
         cdef double t = tracker._now(now)
         if self._ban_table is not None and ban_active(
                 self._ban_table, hi, lo,
@@ -73,9 +97,15 @@ cdef class GuardTable:
                     return (reason or REASON_LIMIT) + VERDICT_REFUSED
                 if reason == REASON_NONE:
                     reason = REASON_LIMIT
-        counted = tracker_accept(tracker, hi, lo, &d, t)
-        if counted == 0 and tracker._cfg.deny:
-            return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+        counted = tracker_accept(tracker, hi, lo, dest, t)
+        if counted & 3 != 1:                     # rare: no room, or at max_open
+            if counted & 1 == 0:
+                if counted == _CAPPED:
+                    return (reason or REASON_FLOOD) + VERDICT_REFUSED
+                if tracker._cfg.deny:
+                    return (reason or REASON_OVERFLOW) + VERDICT_REFUSED
+            elif reason == REASON_NONE:
+                reason = REASON_FLOOD
         if counted >> 8:
             self._announce(source, counted, t)
         return reason

@@ -77,7 +77,7 @@ cdef class BucketTable(ShardedTable):
         cdef Py_ssize_t n
         cdef int family
         if not PyUnicode_Check(key):
-            raise _not_str(key, "key")
+            key = peer_host(key, "key")
         n = PyUnicode_GET_LENGTH(key)
         if 0 < n <= _MAX_SOURCE and PyUnicode_IS_ASCII(key):
             family = parse_source_bytes(<const uint8_t*>PyUnicode_DATA(key), n, hi, lo)

@@ -228,17 +228,29 @@ cdef object _bad_source(object source):
     return ValueError(f"invalid source address: {text!r}")
 
 
-cdef object _not_str(object value, str name):
-    return TypeError(f"Argument '{name}' has incorrect type "
-                     f"(expected str, got {type(value).__name__})")
+cdef object peer_host(object source, str name):
+    """The host of a peername tuple, ``(host, port)`` or ``(host, port,
+    flowinfo, scope_id)`` as sockets and asyncio report it; raise TypeError
+    naming ``name`` for anything else. Called only for a source that is not
+    a str, so text sources pay nothing for it."""
+    cdef Py_ssize_t n
+    if PyTuple_Check(source):
+        n = PyTuple_GET_SIZE(source)
+        if (n == 2 or n == 4) and PyUnicode_Check(<object>PyTuple_GET_ITEM(source, 0)) \
+                and PyLong_Check(<object>PyTuple_GET_ITEM(source, 1)):
+            return <object>PyTuple_GET_ITEM(source, 0)
+    raise TypeError(f"Argument '{name}' has incorrect type (expected str or a peername "
+                    f"tuple (host, port[, flowinfo, scope_id]), got {type(source).__name__})")
 
 
 cdef inline int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
-    """Parse ``source`` or raise TypeError (not a str) or ValueError naming it."""
+    """Parse ``source`` (text or a peername tuple) or raise TypeError or ValueError naming it."""
     cdef Py_ssize_t n
     cdef int family
     if not PyUnicode_Check(source):
-        raise _not_str(source, "source")
+        # Out of line: reassigning ``source`` here would make Cython own a
+        # reference to it on every call, text or not.
+        return _peer_key(source, hi, lo)
     n = PyUnicode_GET_LENGTH(source)
     # Non-ASCII text is rejected before reading: this is also what keeps
     # Unicode digits such as '١' from being read as numbers. Only ASCII str
@@ -249,6 +261,11 @@ cdef inline int source_key(object source, uint64_t* hi, uint64_t* lo) except 0:
     if family == 0:
         raise _bad_source(source)
     return family
+
+
+cdef int _peer_key(object peer, uint64_t* hi, uint64_t* lo) except 0:
+    """source_key of a peername tuple's host."""
+    return source_key(peer_host(peer, "source"), hi, lo)
 
 
 def default_clock():

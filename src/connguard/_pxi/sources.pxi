@@ -20,6 +20,8 @@ cdef struct Config:
     double rate_threshold     # accepts per second; +inf is off
     uint32_t concurrent_threshold
     bint deny                 # no room: refuse (else count open, untracked)
+    uint32_t open_cap         # a Guard's max_open (_MAX_ACTIVE: none); set once, before use
+    bint cap_refuses          # an accept at open_cap is refused (else counted, over the cap)
     PatternConfig lim         # the windowed patterns' thresholds
 
 
@@ -95,11 +97,13 @@ cdef inline double accept_rate(Entry* e, double now, double window) noexcept nog
 
 cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destination* d,
                       double now, const Config* cfg, uint64_t seed) noexcept nogil:
-    """Count one accepted connection; 0 when there was no room, else
-    1 | raised << 8 | first << 16: the pattern bits this accept raised, and
-    those raised on this source for the first time."""
+    """Count one accepted connection; 0 when there was no room, _CAPPED when
+    refused at the source's open_cap, else 1 | _CAPPED when counted at or
+    past it | raised << 8 | first << 16: the pattern bits this accept
+    raised, and those raised on this source for the first time."""
     cdef Entry* e = <Entry*>table_find(self, hi, lo, h)
     cdef uint8_t before
+    cdef int over = 0
     # Counted here once for every accept, and taken back on the rare refusals.
     self.class_accepts[d.cls] += 1
     if e == NULL:
@@ -111,14 +115,12 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
                 table_open_untracked(self, hi, lo)
             return 0
         e.first_seen = now
-    elif e.hdr.active == _MAX_ACTIVE:            # saturated: counted open, untracked
-        self.overflows += 1
-        if cfg.deny:
-            self.class_accepts[d.cls] -= 1
-        else:
-            table_open_untracked(self, hi, lo)
-        return 0
     else:
+        # open_cap <= _MAX_ACTIVE: one compare for the two rare cases.
+        if e.hdr.active >= cfg.open_cap:
+            over = _at_cap(self, e, hi, lo, d.cls, cfg)
+            if over != _CAPPED or cfg.cap_refuses:
+                return over
         now = advance(e, now, cfg.window)
     before = e.hdr.patterns
     e.hdr.active += 1
@@ -136,7 +138,24 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
     if e.hdr.rare or accept_triggers(&cfg.lim, d.cls, e.cls_cur[d.cls],
                                      e.ports_cur | e.ports_prev, e.hdr.patterns):
         _accept_record_fn(self, e, d, before, now, cfg, seed)
-    return _raised(self, e, before)
+    return _raised(self, e, before) | over
+
+
+cdef int _at_cap(Table* self, Entry* e, uint64_t hi, uint64_t lo, int cls,
+                 const Config* cfg) noexcept nogil:
+    """An accept of a source holding open_cap connections or more: 0 when its
+    entry is saturated (counted open untracked, or refused with deny), else
+    _CAPPED (refused when cfg.cap_refuses, else counted over the cap)."""
+    if e.hdr.active == _MAX_ACTIVE:              # saturated: counted open, untracked
+        self.overflows += 1
+        if cfg.deny:
+            self.class_accepts[cls] -= 1
+        else:
+            table_open_untracked(self, hi, lo)
+        return 0
+    if cfg.cap_refuses:
+        self.class_accepts[cls] -= 1
+    return _CAPPED
 
 
 cdef void _accept_record(Table* self, Entry* e, Destination* d, uint8_t before, double now,
@@ -330,14 +349,14 @@ cdef inline int tracker_close_key(SourceTable tracker, uint64_t hi, uint64_t lo,
     return result
 
 
-# The batch replay closes through this pointer, never by a direct call, so
-# tracker_close_key keeps the one direct caller GCC inlines it into (callgrind:
-# a replay calling the per-call path's helpers directly cost +25 instructions
-# per accept+close pair on every scenario). Its accepts go through the accept
-# method itself.
-cdef int (*_replay_close)(SourceTable, uint64_t, uint64_t, double, int, int64_t,
-                          int64_t) noexcept
-_replay_close = tracker_close_key
+# The batch replay and connection handles close through this pointer, and
+# Tracker.open accepts through the next, never by a direct call, so
+# tracker_close_key and tracker_accept keep the direct callers GCC inlines
+# them into (callgrind: a replay calling the per-call path's helpers directly
+# cost +25 instructions per accept+close pair on every scenario).
+cdef int (*_close_key)(SourceTable, uint64_t, uint64_t, double, int, int64_t,
+                       int64_t) noexcept
+_close_key = tracker_close_key
 
 
 cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, Destination* d,
@@ -349,6 +368,89 @@ cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, De
     result = table_accept(&tracker._tables[i], hi, lo, h, d, t, &tracker._cfg, tracker._seed)
     shard_unlock(tracker, i)
     return result
+
+
+_REASON_NAMES = tuple([None] + [reason.name.lower() for reason in list(_spec.Reason)[1:]])
+
+
+@cython.final
+@cython.no_gc
+@cython.freelist(64)
+@cython.auto_pickle(False)
+cdef class Connection:
+    """One accepted connection, from ``Guard.open`` or ``Tracker.open``.
+
+    Truthy when the connection may proceed; ``reason`` names why it was
+    refused, or with ``enforce=False`` why it would have been (None, "banned",
+    "limit", "overflow" or "flood"). It holds the parsed netblock and the
+    destination's class, so its close neither parses nor classifies again.
+
+    Important:
+    1. ``close(sent=None, received=None, now=None)`` counts the close once:
+       a second call, or a close of a refused connection, does nothing and
+       returns False. Bytes are ints >= 0, None when unknown; ``now`` (event
+       time) only when the connection was opened with ``now``.
+    2. As a context manager it closes on exit, also on an exception, without
+       byte counts; call ``close(sent, received)`` inside to give them.
+    3. It keeps no lock and is not tied to a thread: any thread may close it.
+    """
+
+    cdef readonly object source   # the source as given: text or a peername tuple
+    cdef SourceTable _tracker
+    cdef GuardTable _guard        # None for a Tracker's handle
+    cdef uint64_t _hi, _lo        # the netblock key
+    cdef int _cls                 # the destination's class
+    cdef int _code                # the verdict code
+    cdef int _open                # counted and not closed yet; cleared by cg_take
+
+    def __bool__(self):
+        return self._code < VERDICT_REFUSED
+
+    @property
+    def allowed(self):
+        """True when the connection may proceed."""
+        return self._code < VERDICT_REFUSED
+
+    @property
+    def reason(self):
+        """None, or why the connection was (or would have been) refused."""
+        return _REASON_NAMES[self._code % VERDICT_REFUSED]
+
+    @property
+    def closed(self):
+        """True once closed, and for a refused connection."""
+        return not self._open
+
+    @cython.binding(False)
+    def close(self, sent=None, received=None, now=None):
+        """Count the close once; False when closed already or refused."""
+        cdef int64_t n_sent = -1, n_received = -1
+        cdef int counted
+        if sent is not None:
+            n_sent = _bytes_arg("sent", sent)
+        if received is not None:
+            n_received = _bytes_arg("received", received)
+        cdef double t = self._tracker._now(now)   # may raise: read before the flag
+        if not cg_take(&self._open):
+            return False
+        counted = _close_key(self._tracker, self._hi, self._lo, t, self._cls, n_sent,
+                             n_received)
+        if counted >> 8:                          # no lock is held here
+            if self._guard is not None:
+                self._guard._announce(self.source, counted, t)
+            elif self._tracker._on_finding is not None:
+                self._tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if not self._open else "open"
+        return f"<Connection allowed={self.allowed} reason={self.reason!r} {state}>"
 
 
 cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_t n, int by,
@@ -489,6 +591,8 @@ cdef class SourceTable(ShardedTable):
         self._cfg.rate_threshold = rate_threshold
         self._cfg.concurrent_threshold = concurrent_threshold
         self._cfg.deny = deny
+        self._cfg.open_cap = _MAX_ACTIVE
+        self._cfg.cap_refuses = False
         self._replay = _Replay()
 
     def __dealloc__(self):
@@ -499,11 +603,26 @@ cdef class SourceTable(ShardedTable):
         """Set (or clear, with None) the callable told of raised patterns."""
         self._on_finding = hook
 
+    def set_open_cap(self, uint32_t cap, bint refuses):
+        """Cap each source's open connections at ``cap`` (0: no cap); past it an
+        accept is refused (``refuses``) or counted and marked over the cap.
+
+        Set once, before the table is used: a Guard sets it as it is made.
+        Raises RuntimeError when a cap is already set.
+        """
+        if self._cfg.open_cap != _MAX_ACTIVE:
+            raise RuntimeError("this tracker's open-connection cap is set already "
+                               "(one Guard per tracker may set max_open)")
+        if cap:
+            self._cfg.open_cap = min(cap, _MAX_ACTIVE)
+            self._cfg.cap_refuses = refuses
+
     # binding=False: a plain method descriptor, called through CPython's own
     # vectorcall, skips the CyFunction dispatch layer on the hot path.
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
-        """Count an accepted connection; False only when overflow="deny" refuses it."""
+        """Count an accepted connection; False only when it is refused: by
+        overflow="deny", or at a Guard's max_open cap with enforce=True."""
         cdef uint64_t hi, lo
         cdef Destination d
         cdef int result
@@ -515,7 +634,29 @@ cdef class SourceTable(ShardedTable):
         # are always raised ones too).
         if result > 0xFF and self._on_finding is not None:
             self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
-        return result != 0 or not self._cfg.deny
+        return (result & 1) != 0 or (result == 0 and not self._cfg.deny)
+
+    @cython.binding(False)
+    def open(self, source, destination="", now=None):
+        """Count an accepted connection as accept does; return its Connection."""
+        cdef Connection conn = Connection.__new__(Connection)
+        cdef Destination d
+        cdef int result
+        self._key(source, &conn._hi, &conn._lo)
+        classify(destination, &self._classes, &d)
+        cdef double t = self._now(now)
+        result = tracker_accept(self, conn._hi, conn._lo, &d, t)
+        conn.source = source
+        conn._tracker = self
+        conn._cls = d.cls
+        if result & 1 or (result == 0 and not self._cfg.deny):
+            conn._open = 1
+            conn._code = REASON_FLOOD if result & _CAPPED else REASON_NONE
+        else:
+            conn._code = (REASON_FLOOD if result else REASON_OVERFLOW) + VERDICT_REFUSED
+        if result > 0xFF and self._on_finding is not None:
+            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
+        return conn
 
     @cython.binding(False)
     def close(self, source, now=None, *, sent=None, received=None, destination=None):
@@ -614,7 +755,7 @@ cdef class SourceTable(ShardedTable):
         cdef Flow* f = &state.flows[due.slot]
         cdef int result
         state.clock = due.t
-        result = _replay_close(self, f.hi, f.lo, due.t, f.d.cls, f.sent, f.received)
+        result = _close_key(self, f.hi, f.lo, due.t, f.d.cls, f.sent, f.received)
         source = state.release(due.slot)
         if result > 0xFF and self._on_finding is not None:
             self._on_finding(source, (result >> 8) & 0xFF, due.t)

@@ -17,6 +17,7 @@ cdef enum:
     _PATTERN_STATE_RATIO = 128
     _PATTERN_STATE_MIN = 16
     _PATTERN_STATE_MAX = 65535
+    _CAPPED = 2                # accept result: the source was at the Guard's max_open
 
 cdef enum:                     # _spec.Group, _spec.GROUP_SHIFT
     GROUP_SPAM = 0
@@ -48,8 +49,9 @@ cdef enum:                     # _spec.Reason, _spec.REFUSED, _spec.VERDICT_CODE
     REASON_BANNED = 1
     REASON_OVERFLOW = 2
     REASON_LIMIT = 3
-    VERDICT_REFUSED = 4
-    VERDICT_CODES = 8
+    REASON_FLOOD = 4
+    VERDICT_REFUSED = 5
+    VERDICT_CODES = 10
 
 cdef enum:                     # _spec.Broken
     BROKEN_NONE = 0
@@ -95,6 +97,7 @@ def _check_spec():
         ("SKETCH_BITS", _SKETCH_BITS, _spec.SKETCH_BITS),
         ("UNTRACKED_SLOTS", _UNTRACKED_SLOTS, _spec.UNTRACKED_SLOTS),
         ("MAX_ACTIVE", 0xFFFFFFFF, _spec.MAX_ACTIVE),
+        ("CAPPED", _CAPPED, _spec.CAPPED),
         ("PATTERN_COUNT", _PATTERN_COUNT, _spec.PATTERN_COUNT),
         ("TRIGGER_COUNT", _TRIGGER_COUNT, _spec.TRIGGER_COUNT),
         ("PATTERN_STATE_RATIO", _PATTERN_STATE_RATIO, _spec.PATTERN_STATE_RATIO),
@@ -117,7 +120,7 @@ def _check_spec():
     pairs += [(f"Take.{m.name}", c, m) for c, m in zip(
         (TAKE_ALLOWED, TAKE_WARNING, TAKE_VIOLATION, TAKE_ABUSE), _spec.Take, strict=True)]
     pairs += [(f"Reason.{m.name}", c, m) for c, m in zip(
-        (REASON_NONE, REASON_BANNED, REASON_OVERFLOW, REASON_LIMIT), _spec.Reason, strict=True)]
+        (REASON_NONE, REASON_BANNED, REASON_OVERFLOW, REASON_LIMIT, REASON_FLOOD), _spec.Reason, strict=True)]
     pairs += [(f"Broken.{m.name}", c, m) for c, m in zip(
         (BROKEN_NONE, BROKEN_OVER_CAPACITY, BROKEN_INDEX, BROKEN_ACTIVE_SOURCES,
          BROKEN_ACTIVE_CONNECTIONS, BROKEN_FLAGGED_SOURCES, BROKEN_FLAGGED_BY, BROKEN_UNTRACKED,

@@ -6,8 +6,8 @@ validated) and ``manager`` (the BanManager: lock, time, callbacks, the core
 ban table).
 """
 
-from .manager import BanManager, _BanAPI
+from .manager import BanManager, Watch, _BanAPI
 from .policy import DEFAULT_KINDS
 from .wire import Ban, Infraction
 
-__all__ = ["DEFAULT_KINDS", "Ban", "BanManager", "Infraction", "_BanAPI"]
+__all__ = ["DEFAULT_KINDS", "Ban", "BanManager", "Infraction", "Watch", "_BanAPI"]

@@ -8,7 +8,8 @@ snapshots and ``apply``), so nodes of a fleet can compare them: with the
 default clock a fixed offset, taken at construction, converts between the two.
 
 Locking: ``_lock`` guards ``_records`` (and every Record in it), the id
-counter, ``_by_kind`` and ``allowed_reports``, and it is held across every
+counter, ``_by_kind``, ``allowed_reports`` and writes of ``_watches`` (a
+tuple replaced whole, so it is read without the lock), and it is held across every
 write to the core ban table, so the table always holds exactly the bans the
 records say. Nothing under it calls user code, logs or does I/O; callbacks
 and log lines run after it is released.
@@ -26,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _core
 from .._netblock import NetblockKeyed, address_of, netblock_text
@@ -54,11 +55,31 @@ else:
     _BanTable = _core.core.BanTable
     _BanBase = object
 
-__all__ = ["BanManager"]
+__all__ = ["BanManager", "Watch"]
 
 log = logging.getLogger("connguard.bans")
 
 Events = list[tuple[Callable[[Any], object] | None, Any]]
+
+
+class Watch(NamedTuple):
+    """Callbacks on this node's own commands, added after construction (``BanManager.watch``).
+
+    Important:
+    1. ``on_report(infraction)`` runs for each ``report()`` that recorded an
+       infraction (not for an allow-listed source), never for ``apply()`` or
+       ``restore()``: what other nodes sent is not this node's to pass on.
+    2. ``on_ban((netblock, duration, created))`` runs for every ``ban()``
+       call, also one that only lengthens a ban; ``on_unban((netblock,
+       created))`` for every ``unban()`` call, also when nothing here was
+       banned. ``created`` is wall-clock seconds, as infractions carry it.
+    3. They run after every lock is released, in the caller's thread; one
+       that raises is logged, never propagated.
+    """
+
+    on_report: Callable[[Infraction], object] | None = None
+    on_ban: Callable[[tuple[str, float, float]], object] | None = None
+    on_unban: Callable[[tuple[str, float]], object] | None = None
 
 
 class _BanAPI(NetblockKeyed, _BanBase):
@@ -110,6 +131,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         self._bans_started = 0        # bans begun since start (restore's summary line)
         self._by_kind: dict[str, int] = dict.fromkeys(self._policy.kinds, 0)   # infractions recorded
         self.allowed_reports = 0      # reports about allow-listed sources, not acted on
+        self._watches: tuple[Watch, ...] = ()   # written under _lock, replaced whole; read without
         shards = shards_arg(shards, self._capacity)
         # Every shard of the core table has room for all ``capacity`` bans, so
         # the table never evicts or refuses one: the records hold at most
@@ -136,6 +158,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
             return infraction
         with self._lock:
             events, _ = self._add(key, [infraction], t)
+        for watch in self._watches:
+            events.append((watch.on_report, infraction))
         self._fire(events)
         return infraction
 
@@ -252,27 +276,68 @@ class _BanAPI(NetblockKeyed, _BanBase):
         with self._lock:
             record, events = self._record(key, t)
             events += self._set_ban(record, max(record.banned_until, t + duration), t)
+        if self._watches:
+            command = (self._text(key), duration, t + self._offset)
+            events += [(watch.on_ban, command) for watch in self._watches]
         self._fire(events)
 
-    def unban(self, source: str, now: float | None = None) -> bool:
+    def unban(self, source: str, now: float | None = None, *, before: float | None = None) -> bool:
         """Lift a ban and forgive the infractions behind it; False when not banned.
 
         Forgiven infractions are remembered, so a peer sending them again
-        (``apply``, ``restore``) does not bring the ban back.
+        (``apply``, ``restore``) does not bring the ban back. With
+        ``before`` (wall-clock seconds: an unban another node made then),
+        only infractions created at or before it are forgiven; when the
+        later ones still reach ban_score the ban stays, for as long as
+        they warrant.
         """
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
+                                   or not math.isfinite(before)):
+            raise ValueError(f"before must be a finite number of seconds, got {before!r:.40}")
         key = self._key_of(source)
         t = self._local(now)
+        events: Events = []
+        was_banned = False
         with self._lock:
             record = self._records.get(key)
-            if record is None:
-                return False
-            was_banned = record.banned_until > t
-            for infraction in record.infractions:
-                self._records.forget(infraction, t + self._offset)
-            record.infractions.clear()
-            events = self._set_ban(record, 0.0, t)
+            if record is not None:
+                was_banned = record.banned_until > t
+                kept = [i for i in record.infractions if before is not None and i.created > before]
+                for infraction in record.infractions:
+                    if before is None or infraction.created <= before:
+                        self._records.forget(infraction, t + self._offset)
+                record.infractions = kept
+                events = self._set_ban(record, self._score_until(record, t) if kept else 0.0, t)
+        if self._watches:
+            command = (self._text(key), t + self._offset)
+            events += [(watch.on_unban, command) for watch in self._watches]
         self._fire(events)
         return was_banned
+
+    def watch(self, watch: Watch) -> None:
+        """Add callbacks on this node's own ``report``/``ban``/``unban`` (see Watch)."""
+        if not isinstance(watch, Watch):
+            raise TypeError(f"watch must be a connguard.bans.Watch, not {type(watch).__name__}")
+        for name, fn in zip(watch._fields, watch, strict=True):
+            callable_arg(name, fn)
+        with self._lock:
+            self._watches = (*self._watches, watch)
+
+    def unwatch(self, watch: Watch) -> bool:
+        """Remove callbacks added by ``watch``; False when they were not there."""
+        with self._lock:
+            kept = tuple(w for w in self._watches if w is not watch)
+            found = len(kept) < len(self._watches)
+            self._watches = kept
+        return found
+
+    def netblock(self, source: str) -> str:
+        """Return the netblock ``source`` is keyed under here, as records and bans name it.
+
+        Takes an address or netblock text from another node (re-masked to
+        this manager's prefixes).
+        """
+        return self._text(self._key_of(source))
 
     def score(self, source: str, now: float | None = None) -> int:
         """Return the sum of ``source``'s live penalties."""
@@ -566,7 +631,9 @@ class BanManager(_BanAPI, _BanTable):
     times longer, up to ``cap`` seconds; ``jitter`` adds up to that fraction
     of a ban's length at random. ``on_infraction``, ``on_ban`` (once per
     ban) and ``on_unban`` run after every lock is released; one that raises
-    is logged, not propagated. A ban is logged once, at WARNING, with the
+    is logged, not propagated; ``watch()`` adds callbacks on this node's own
+    ``report``/``ban``/``unban`` calls after construction (what a fleet
+    passes on). A ban is logged once, at WARNING, with the
     netblock -- or its pseudonym when ``pseudonymizer`` (a
     connguard.Pseudonymizer) is given.
     """

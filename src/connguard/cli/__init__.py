@@ -1,6 +1,6 @@
 """The ``connguard`` command: one console script, a subcommand per job.
 
-``connguard demo`` and ``connguard replay``; proxy and bans join them as they land. Also
+``connguard demo``, ``connguard replay``, ``connguard proxy`` and ``connguard bans``. Also
 ``python -m connguard``. This is the top layer: it may import anything below.
 """
 
@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, replay
+from . import bans, demo, proxy, replay
 
 __all__ = ["main"]
 
@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
     replay.add_parser(commands)
+    proxy.add_parser(commands)
+    bans.add_parser(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)
     return status
