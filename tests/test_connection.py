@@ -177,3 +177,27 @@ def test_default_limiter_is_connection_sized(core: Any, clock: FakeClock,
     for i in range(200):
         assert [g.accept(f"198.51.100.{i % 250}").reason for _ in range(3)] == [None] * 3
     assert g.bans.infraction_counts().get("rate_limit_violation", 0) == 1
+
+
+def test_listener_connection_opens_a_handle_in_a_guard(make_guard: Callable[..., Any]) -> None:
+    """connguard.connection() with a Guard listening: counted once, closed once, a
+    refused one closes nothing, bad byte counts never lose the close."""
+    import connguard as cg
+
+    g = make_guard(enforce=True)
+    cg.set_listener(g)
+    try:
+        kept = cg.connection(SRC, "mx.example:25")
+        assert active(g) == 1
+        g.bans.ban(SRC, 60)
+        with cg.connection(SRC, "mx.example:25") as refused:
+            refused.sent = 5
+        assert active(g) == 1                   # the refused one closed nothing
+        kept.close(sent=-5, received="x")       # type: ignore[arg-type]  # read as unknown
+        kept.close()
+        assert active(g) == 0
+        with cg.connection("not an address"):
+            pass
+        assert g.tracker.unattributed == 2      # its accept and its close
+    finally:
+        cg.set_listener(None)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import NamedTuple
 
+from . import _core, _core_py
+
 __all__ = [
     "ACCEPT",
     "CLOSE",
@@ -162,18 +164,30 @@ class Connection:
     handle (or pass them to close()) as the connection learns its bytes.
     """
 
-    __slots__ = ("_listener", "_source", "_destination", "_closed", "_lock", "sent", "received")
+    __slots__ = ("_listener", "_source", "_destination", "_closed", "_lock", "_handle", "sent",
+                 "received")
 
     def __init__(self, source: str, destination: str = "") -> None:
         self._source = source
         self._destination = destination
         self.sent: int | None = None          # bytes the source sent; None: unknown
         self.received: int | None = None      # bytes it received
-        self._listener = _listener
+        self._listener = listener = _listener
+        self._handle = None
         self._closed = False
+        if listener is None:
+            return
+        if isinstance(listener, _HANDLE_LISTENERS):
+            # A Tracker or Guard as the listener: open a handle in it, which
+            # counts what the events would and closes without parsing again.
+            # A source it cannot take goes the event way (counted unattributed).
+            try:
+                self._handle = listener.open(source, destination)
+                return
+            except (ValueError, TypeError):
+                pass
         self._lock = threading.Lock()
-        if self._listener is not None:
-            _deliver(self._listener, Event(ACCEPT, source, destination))
+        _deliver(listener, Event(ACCEPT, source, destination))
 
     @property
     def source(self) -> str:
@@ -182,17 +196,26 @@ class Connection:
     def close(self, sent: int | None = None, received: int | None = None) -> None:
         """Send the close (once, however often this is called), with the bytes given
         here or set on the handle."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
         if sent is not None:
             self.sent = sent
         if received is not None:
             self.received = received
-        if self._listener is not None:
-            _deliver(self._listener, Event(CLOSE, self._source, self._destination,
-                                           self.sent, self.received))
+        if self._handle is not None:
+            # The handle closes once by itself; bad counts are read as unknown,
+            # as a listener reads them, so the close is never lost.
+            try:
+                self._handle.close(byte_count(self.sent), byte_count(self.received))
+            except Exception:
+                _count_error()
+            return
+        if self._listener is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _deliver(self._listener, Event(CLOSE, self._source, self._destination,
+                                       self.sent, self.received))
 
     def __enter__(self) -> Connection:
         return self
@@ -200,6 +223,12 @@ class Connection:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+# Listeners whose connections a Connection opens as handles: the cores'
+# tables, which connguard.Tracker and connguard.Guard are built on.
+_HANDLE_LISTENERS = (_core.core.SourceTable, _core.core.GuardTable, _core_py.SourceTable,
+                     _core_py.GuardTable)
 
 
 def connection(source: str, destination: str = "") -> Connection:

@@ -58,8 +58,9 @@ cdef class GuardTable:
         cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
         CG_COUNT(&self._counts[code])
         conn.source = source
-        conn._tracker = self._sources
-        conn._guard = self
+        conn._owner = self
+        conn._tracker = <PyObject*>self._sources
+        conn._by_guard = True
         conn._cls = d.cls
         conn._code = code
         conn._open = code < VERDICT_REFUSED

@@ -396,8 +396,11 @@ cdef class Connection:
     """
 
     cdef readonly object source   # the source as given: text or a peername tuple
-    cdef SourceTable _tracker
-    cdef GuardTable _guard        # None for a Tracker's handle
+    cdef object _owner            # the GuardTable or SourceTable that opened it
+    # The owner's SourceTable, borrowed: the owner holds it for its lifetime
+    # (a GuardTable's _sources is written once), and the handle holds the owner.
+    cdef PyObject* _tracker
+    cdef bint _by_guard           # _owner is a GuardTable
     cdef uint64_t _hi, _lo        # the netblock key
     cdef int _cls                 # the destination's class
     cdef int _code                # the verdict code
@@ -430,16 +433,16 @@ cdef class Connection:
             n_sent = _bytes_arg("sent", sent)
         if received is not None:
             n_received = _bytes_arg("received", received)
-        cdef double t = self._tracker._now(now)   # may raise: read before the flag
+        cdef SourceTable tracker = <SourceTable>self._tracker
+        cdef double t = tracker._now(now)         # may raise: read before the flag
         if not cg_take(&self._open):
             return False
-        counted = _close_key(self._tracker, self._hi, self._lo, t, self._cls, n_sent,
-                             n_received)
+        counted = _close_key(tracker, self._hi, self._lo, t, self._cls, n_sent, n_received)
         if counted >> 8:                          # no lock is held here
-            if self._guard is not None:
-                self._guard._announce(self.source, counted, t)
-            elif self._tracker._on_finding is not None:
-                self._tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
+            if self._by_guard:
+                (<GuardTable>self._owner)._announce(self.source, counted, t)
+            elif tracker._on_finding is not None:
+                tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
         return True
 
     def __enter__(self):
@@ -647,7 +650,8 @@ cdef class SourceTable(ShardedTable):
         cdef double t = self._now(now)
         result = tracker_accept(self, conn._hi, conn._lo, &d, t)
         conn.source = source
-        conn._tracker = self
+        conn._owner = self
+        conn._tracker = <PyObject*>self
         conn._cls = d.cls
         if result & 1 or (result == 0 and not self._cfg.deny):
             conn._open = 1
