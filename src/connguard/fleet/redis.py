@@ -358,13 +358,15 @@ class RedisFleet:
 
     @property
     def outbox_depth(self) -> int:
-        """Events waiting to be published."""
-        return len(self._outbox)
+        """Events waiting to be published, the batch being sent included."""
+        with self._outbox_lock:
+            return len(self._outbox) + self._sending
 
     def stats(self) -> FleetStats:
         """The counters now (see FleetStats); what FleetCollector exposes."""
         with self._outbox_lock:
-            depth, dropped = len(self._outbox), self._dropped
+            # A batch being sent is still waiting: counted until XADD succeeds.
+            depth, dropped = len(self._outbox) + self._sending, self._dropped
         return FleetStats(
             connected=self._pub_ok and self._sub_ok, outbox_depth=depth,
             published=self._published, applied=self._applied, dropped=dropped, lag=self._lag,
