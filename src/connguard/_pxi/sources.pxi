@@ -349,11 +349,12 @@ cdef inline int tracker_close_key(SourceTable tracker, uint64_t hi, uint64_t lo,
     return result
 
 
-# The batch replay and connection handles close through this pointer, and
-# Tracker.open accepts through the next, never by a direct call, so
-# tracker_close_key and tracker_accept keep the direct callers GCC inlines
-# them into (callgrind: a replay calling the per-call path's helpers directly
-# cost +25 instructions per accept+close pair on every scenario).
+# The batch replay and connection handles close through this pointer, never
+# by a direct call, so tracker_close_key keeps the one direct caller GCC
+# inlines it into (callgrind: a replay calling the per-call path's helpers
+# directly cost +25 instructions per accept+close pair on every scenario).
+# Tracker.open calls tracker_accept directly: through a pointer it measured
+# the same.
 cdef int (*_close_key)(SourceTable, uint64_t, uint64_t, double, int, int64_t,
                        int64_t) noexcept
 _close_key = tracker_close_key
