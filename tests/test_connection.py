@@ -201,3 +201,11 @@ def test_listener_connection_opens_a_handle_in_a_guard(make_guard: Callable[...,
         assert g.tracker.unattributed == 2      # its accept and its close
     finally:
         cg.set_listener(None)
+
+
+def test_peername_reports_meet_the_allow_list(make_guard: Callable[..., Any]) -> None:
+    g = make_guard(bans={"allow": ["192.0.2.0/24"]})
+    g.report(("192.0.2.9", 5000), "malformed_message")
+    assert g.bans.allowed_reports == 1 and g.bans.score("192.0.2.9") == 0
+    g.report(("198.51.100.9", 5000, 0, 0), "malformed_message")
+    assert g.bans.score(("198.51.100.9", 1)) > 0

@@ -7,7 +7,7 @@ import ipaddress
 from ._spec import V4_TAG, Source
 from ._validate import int_arg
 
-__all__ = ["NetblockKeyed", "address_of", "host_text", "netblock_text"]
+__all__ = ["NetblockKeyed", "address_of", "netblock_text"]
 
 
 def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
@@ -24,29 +24,23 @@ def netblock_text(hi: int, lo: int, ipv4_prefix: int, ipv6_prefix: int) -> str:
     return str(v6) if ipv6_prefix == 128 else f"{v6}/{ipv6_prefix}"
 
 
-def address_of(source: str) -> str:
-    """The address part of netblock text ("2001:db8::/64" -> "2001:db8::").
+def address_of(source: Source) -> str:
+    """The address of a source: of netblock text ("2001:db8::/64" -> "2001:db8::")
+    or of a peername tuple (its host).
 
-    Anything without a "/" (or not a str) is returned unchanged, for the
+    Anything else (or a str without a "/") is returned unchanged, for the
     cores to parse or reject with a clear error. A prefix length must be 1 to 3 ASCII digits.
     """
+    if isinstance(source, tuple):
+        if len(source) in (2, 4) and isinstance(source[0], str) and isinstance(source[1], int):
+            return source[0]
+        return source  # type: ignore[return-value]
     if not isinstance(source, str) or "/" not in source:
         return source
     address, _, length = source.partition("/")
     if not (length.isascii() and length.isdigit() and len(length) <= 3):
         raise ValueError(f"invalid source netblock: {source[:64]!r}")
     return address
-
-
-def host_text(source: Source) -> str:
-    """The address text of a source: a str as given, a peername tuple's host.
-
-    Anything else is returned unchanged for the cores to reject with a clear error.
-    """
-    if (isinstance(source, tuple) and len(source) in (2, 4) and isinstance(source[0], str)
-            and isinstance(source[1], int)):
-        return source[0]
-    return source  # type: ignore[return-value]
 
 
 class NetblockKeyed:

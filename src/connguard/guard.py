@@ -10,7 +10,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from . import _core, _core_py
-from ._netblock import host_text
 from ._spec import (
     MAX_ACTIVE,
     PATTERN_BITS,
@@ -169,7 +168,7 @@ class _GuardAPI(_GuardBase):
         # decided: nothing raised here may reach its caller.
         try:
             self._warn_one_source()
-            self._bans.report(host_text(source), _LIMIT_KINDS[Take(level)], now)
+            self._bans.report(source, _LIMIT_KINDS[Take(level)], now)
         except Exception as exc:
             self._callback_failed("reporting a rate limit", exc)
 
@@ -265,11 +264,11 @@ class _GuardAPI(_GuardBase):
 
     def report(self, source: Source, kind: str, now: float | None = None) -> Infraction:
         """Record an infraction (see BanManager.report)."""
-        return self._bans.report(host_text(source), kind, now)
+        return self._bans.report(source, kind, now)
 
     def is_banned(self, source: Source, now: float | None = None) -> bool:
         """Return True while the source's netblock is banned."""
-        return self._bans.is_banned(host_text(source), now)
+        return self._bans.is_banned(source, now)
 
     def findings(self, now: float | None = None) -> list[Finding]:
         """Return the live findings, one per pattern raised on a source (see Tracker.findings)."""

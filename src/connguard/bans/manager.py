@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _core
 from .._netblock import NetblockKeyed, address_of, netblock_text
-from .._spec import MAX_CAPACITY, MAX_TIME
+from .._spec import MAX_CAPACITY, MAX_TIME, Source
 from .._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
 from .policy import BanPolicy
 from .records import Key, Record, Records
@@ -143,7 +143,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     # --- reporting -------------------------------------------------------------
 
-    def report(self, source: str, kind: str, now: float | None = None) -> Infraction:
+    def report(self, source: Source, kind: str, now: float | None = None) -> Infraction:
         """Record an infraction by ``source``; bans it once its live penalties reach ban_score."""
         penalty, lifetime = self._policy.penalty_of(kind)
         key = self._key_of(source)
@@ -268,7 +268,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     # --- bans ------------------------------------------------------------------
 
-    def ban(self, source: str, duration: float, now: float | None = None) -> None:
+    def ban(self, source: Source, duration: float, now: float | None = None) -> None:
         """Ban ``source``'s netblock for ``duration`` seconds (longer if already banned)."""
         duration = number_arg("duration", duration)
         key = self._key_of(source)
@@ -281,7 +281,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             events += [(watch.on_ban, command) for watch in self._watches]
         self._fire(events)
 
-    def unban(self, source: str, now: float | None = None, *, before: float | None = None) -> bool:
+    def unban(self, source: Source, now: float | None = None, *, before: float | None = None) -> bool:
         """Lift a ban and forgive the infractions behind it; False when not banned.
 
         Forgiven infractions are remembered, so a peer sending them again
@@ -331,7 +331,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             self._watches = kept
         return found
 
-    def netblock(self, source: str) -> str:
+    def netblock(self, source: Source) -> str:
         """Return the netblock ``source`` is keyed under here, as records and bans name it.
 
         Takes an address or netblock text from another node (re-masked to
@@ -339,7 +339,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         """
         return self._text(self._key_of(source))
 
-    def score(self, source: str, now: float | None = None) -> int:
+    def score(self, source: Source, now: float | None = None) -> int:
         """Return the sum of ``source``'s live penalties."""
         key = self._key_of(source)
         t = self._local(now)
@@ -382,7 +382,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     # --- internals (called with _lock held unless noted) -------------------------
 
-    def _count_allowed(self, source: str, reports: int) -> bool:
+    def _count_allowed(self, source: Source, reports: int) -> bool:
         """Whether ``source`` is allow-listed; if so, count its reports (no lock needed)."""
         if not self._policy.allowed(source):
             return False
@@ -563,7 +563,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
                              f"got {t!r:.40}")
         return float(t)
 
-    def _key_of(self, source: str) -> Key:
+    def _key_of(self, source: Source) -> Key:
         """Key an address, or a netblock as other nodes send it ("2001:db8::/64").
 
         A netblock is re-masked to this node's own prefixes.

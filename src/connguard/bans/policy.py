@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from .. import _core
+from .._netblock import address_of
+from .._spec import Source
 from .._validate import int_arg, number_arg
 from .wire import MAX_KIND_LENGTH
 
@@ -74,11 +76,11 @@ class BanPolicy:
             raise ValueError(f"unknown infraction kind: {kind!r:.80}")
         return policy
 
-    def allowed(self, source: str) -> bool:
-        """Whether an address (or a netblock's base address) is in ``allow``."""
+    def allowed(self, source: Source) -> bool:
+        """Whether an address (a netblock's base address, a peername's host) is in ``allow``."""
         if not self.allow:
             return False
-        family, address = _core.core.parse_source(source.partition("/")[0])
+        family, address = _core.core.parse_source(address_of(source))
         ip = ipaddress.IPv4Address(address) if family == 4 else ipaddress.IPv6Address(address)
         return any(ip in net for net in self.allow)
 

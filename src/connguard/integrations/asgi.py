@@ -75,11 +75,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ..guard import Guard, _GuardAPI
+from ._http import REFUSAL_STATUS, retry_after
 
 if TYPE_CHECKING:
     from ..tracker import Connection
@@ -100,16 +100,11 @@ log = logging.getLogger("connguard.asgi")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HEADERS = frozenset({"x-forwarded-for", "forwarded"})
-_MAX_RETRY_AFTER = 3600
 _WS_POLICY_VIOLATION = 1008
 
 # reason -> (status, body); any reason not here is answered as "overflow".
 _REFUSALS: dict[str | None, tuple[int, bytes]] = {
-    "banned": (403, b"Forbidden\n"),
-    "limit": (429, b"Too Many Requests\n"),
-    "overflow": (503, b"Service Unavailable\n"),
-    "flood": (503, b"Service Unavailable\n"),
-}
+    reason: (status, f"{phrase}\n".encode()) for reason, (status, phrase) in REFUSAL_STATUS.items()}
 
 
 def _networks(trusted: Iterable[NetworkLike] | NetworkLike) -> tuple[_Network, ...]:
@@ -277,7 +272,7 @@ class GuardMiddleware:
         self._guard = guard
         self._trusted = _networks(trusted_proxies)
         self._rfc7239 = header == "forwarded"
-        self._retry_after = _retry_after(guard)
+        self._retry_after = retry_after(guard)
         self._warned_untrusted = False
         self._noted_uncounted = False
 
@@ -535,11 +530,3 @@ def _message_bytes(message: Message) -> int:
         return 0
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
-
-def _retry_after(guard: Guard) -> int:
-    """Seconds until the limiter gives a source a token again: 1/rate, 1 to 3600."""
-    limiter = guard.limiter
-    rate = limiter.rate if limiter is not None else 0.0
-    if not rate > 0:
-        return 1
-    return max(1, min(_MAX_RETRY_AFTER, math.ceil(1.0 / rate)))

@@ -12,19 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..guard import Guard, _GuardAPI
+from ._http import REFUSAL_STATUS, retry_after
 
-__all__ = ["ConnectProxy", "REFUSAL_STATUS"]
+__all__ = ["ConnectProxy"]
 
 log = logging.getLogger("connguard.proxy")
-
-#: The HTTP status a refusal answers with, by Guard reason.
-REFUSAL_STATUS = {"banned": (403, "Forbidden"), "limit": (429, "Too Many Requests"),
-                  "overflow": (503, "Service Unavailable"), "flood": (503, "Service Unavailable")}
 
 _CHUNK = 65536
 _MAX_HEAD = 16384
@@ -69,10 +65,7 @@ class ConnectProxy:
         self._route = route
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        limiter = guard.limiter if guard is not None else None
-        # Seconds until the limiter has a token again for a source that is out of them.
-        self._retry_after = str(max(1, math.ceil(1 / limiter.rate))) if limiter and limiter.rate \
-            else "1"
+        self._retry_after = retry_after(guard) if guard is not None else 1
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         """Listen on host:port (0: any free port); return the server."""
