@@ -373,6 +373,9 @@ def test_metrics_through_prometheus_client_carry_no_address(make_node: MakeNode)
     for s in sources:
         a.report(s, "impersonation")
     assert wait_for(lambda: fb.stats().applied == 2)
+    # The publisher thread reports itself connected after its own first check, which
+    # can come after the follower has applied both entries on a loaded machine.
+    assert wait_for(lambda: fb.stats().connected)
     text = scrape(fb)
     assert sample(text, "connguard_fleet_connected") == 1
     assert sample(text, "connguard_fleet_applied_total") == 2
