@@ -37,7 +37,7 @@ n, family = int(sys.argv[1]), sys.argv[2]
 # pattern-state scenario's 1000 sources make 20-40 each, to one host: every
 # one is a credential-stuffing candidate with a record updated per event.
 count = 1000 if family == "ipv4_pattern_state" else 4000
-if family in ("ipv4", "guard", "floor", "ipv4_pattern_state"):
+if family in ("ipv4", "guard", "guard_handle", "floor", "ipv4_pattern_state"):
     sources = [f"10.{{i >> 16}}.{{(i >> 8) & 255}}.{{i & 255}}" for i in range(count)]
 else:
     sources = [f"2001:db8:{{i:x}}:1::{{i % 9 + 1}}" for i in range(count)]
