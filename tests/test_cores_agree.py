@@ -154,6 +154,34 @@ def test_parsers_agree_on_address_like_text(both: tuple[type, type], text: str) 
     test_parsers_agree_on_any_text.hypothesis.inner_test(both, text)  # type: ignore[attr-defined]
 
 
+# Dotted quads of every length from 7 to 15 bytes (the compiled parser copies
+# text under 16 bytes into a padded buffer), then one byte more or a port.
+_QUADS = ["1.2.3.4", "1.2.3.45", "1.2.34.56", "1.23.45.67", "12.34.56.78", "123.45.67.89",
+          "123.145.67.89", "123.145.167.89", "123.145.167.189"]
+
+
+@pytest.mark.parametrize("text", [quad + tail for quad in _QUADS
+                                  for tail in ("", "0", "5", ".", ":", ":8080", "x", "%")])
+def test_parsers_agree_at_every_quad_length(both: tuple[type, type], text: str) -> None:
+    import ipaddress
+
+    test_parsers_agree_on_any_text.hypothesis.inner_test(both, text)  # type: ignore[attr-defined]
+    host, _, port = text.partition(":")
+    try:
+        valid = ipaddress.IPv4Address(host) is not None and (
+            not _ or (port.isdigit() and int(port) <= 65535))
+    except ValueError:
+        valid = False
+    from connguard import _core_c
+
+    for core in (_core_c, _core_py):
+        if valid:
+            assert core.parse_source(text) == (4, int(ipaddress.IPv4Address(host)))
+        else:
+            with pytest.raises(ValueError):
+                core.parse_source(text)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_long_random_workload_agrees(both: tuple[type, type], seed: int) -> None:
     import random

@@ -139,6 +139,9 @@ class _GuardAPI(_GuardBase):
                 raise ValueError(f"tracker and {name} must key sources by the same "
                                  "ipv4_prefix and ipv6_prefix")
         self._tracker, self._bans = tracker, bans
+        # The ban table's own method, bound once: the lookup is the core's,
+        # with no Python frame in front of it.
+        self.is_banned = bans.is_banned  # type: ignore[method-assign]
         self._limiter = limiter or None
         self._enforce = bool(enforce)
         self._pseudonymizer = pseudonymizer
@@ -267,7 +270,8 @@ class _GuardAPI(_GuardBase):
         return self._bans.report(source, kind, now)
 
     def is_banned(self, source: Source, now: float | None = None) -> bool:
-        """Return True while the source's netblock is banned."""
+        """Return True while the source's netblock is banned (the BanManager's
+        own method: each Guard binds it in place of this one)."""
         return self._bans.is_banned(source, now)
 
     def findings(self, now: float | None = None) -> list[Finding]:

@@ -17,7 +17,9 @@ cdef class GuardTable:
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
     cdef object _on_limit         # called (source, level, now) when a source first reaches a level
     cdef object _on_flag          # called (source, bits) when patterns are first raised
-    cdef int64_t _counts[VERDICT_CODES]   # verdicts returned, by code; bumped with CG_COUNT
+    # Verdicts returned, by code, in CG_COUNT_STRIPES stripes (summed when
+    # read); bumped with CG_COUNT in the calling thread's stripe.
+    cdef int64_t _counts[CG_COUNT_STRIPES * CG_STRIPE_WORDS]
     # Each part answers in its own timebase: a part with a clock of its own
     # reads it (unless the caller passed now=, taken as every part's time);
     # parts sharing the tracker's clock share its reading.
@@ -47,7 +49,7 @@ cdef class GuardTable:
         cdef uint64_t hi, lo
         cdef Destination d
         cdef int code = self._decide(source, destination, now, &hi, &lo, &d)
-        CG_COUNT(&self._counts[code])
+        CG_COUNT(&self._counts[CG_COUNT_STRIPE() * CG_STRIPE_WORDS + code])
         return self._verdicts[code]
 
     @cython.binding(False)
@@ -56,7 +58,7 @@ cdef class GuardTable:
         cdef Connection conn = Connection.__new__(Connection)
         cdef Destination d
         cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
-        CG_COUNT(&self._counts[code])
+        CG_COUNT(&self._counts[CG_COUNT_STRIPE() * CG_STRIPE_WORDS + code])
         conn.source = source
         conn._owner = self
         conn._tracker = <PyObject*>self._sources
@@ -122,7 +124,13 @@ cdef class GuardTable:
 
     def verdict_counts(self):
         """Return how many times each verdict was returned, by verdict index."""
-        return tuple([self._counts[i] for i in range(VERDICT_CODES)])
+        cdef int64_t sums[VERDICT_CODES]
+        cdef Py_ssize_t stripe, code
+        memset(sums, 0, sizeof(sums))
+        for stripe in range(CG_COUNT_STRIPES):
+            for code in range(VERDICT_CODES):
+                sums[code] += self._counts[stripe * CG_STRIPE_WORDS + code]
+        return tuple([sums[code] for code in range(VERDICT_CODES)])
 
     @cython.binding(False)
     def close(self, source, now=None, *, sent=None, received=None, destination=None):

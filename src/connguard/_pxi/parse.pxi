@@ -39,41 +39,59 @@ cdef void _fill_hex_table() noexcept:
 _fill_hex_table()
 
 
-cdef inline uint32_t _digit(const uint8_t* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    """The decimal digit at p[i], or a value > 9 when there is none."""
-    return <uint32_t>p[i] - 48 if i < n else 10     # unsigned: bytes below '0' wrap high
-
-
 cdef Py_ssize_t parse_ipv4_head(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
     """Parse a dotted quad at the start of p; return its length, or 0 if there is none.
 
     Strict: four decimal octets of one to three digits, no leading zeros.
-    Each octet is read unrolled (one unsigned compare per character) since
-    this runs twice for every IPv4 connection.
+    This runs for every IPv4 source, so it checks the length once instead of
+    before every byte: a quad is at most 15 bytes, and the parse reads at
+    most 16 (the byte after the last octet tells it ended). Text of 16 bytes
+    or more is read in place; shorter text is first copied into a zeroed
+    buffer, by two fixed-size copies that overlap (plain loads and stores,
+    no library call), so that every byte past ``n`` reads as 0: neither a
+    digit nor a '.', which ends the quad exactly where the text ends.
     """
+    cdef uint8_t buf[24]
+    cdef const uint8_t* q = p
+    if n < 16:
+        if n < 7:                                # "a.b.c.d" is the shortest
+            return 0
+        memset(buf, 0, sizeof(buf))
+        if n >= 8:                               # bytes 0-7, then n-8 to n-1
+            memcpy(buf, p, 8)
+            memcpy(buf + n - 8, p + n - 8, 8)
+        else:                                    # n == 7: bytes 0-3, then 3-6
+            memcpy(buf, p, 4)
+            memcpy(buf + 3, p + 3, 4)
+        q = buf
+    return _quad(q, out)
+
+
+cdef inline Py_ssize_t _quad(const uint8_t* q, uint32_t* out) noexcept nogil:
+    """The dotted quad at q (at least 16 readable bytes); its length or 0."""
     cdef Py_ssize_t i = 0
     cdef uint32_t acc = 0, octet, d
     cdef int part
     for part in range(4):
-        octet = _digit(p, i, n)
+        octet = <uint32_t>q[i] - 48              # unsigned: bytes below '0' wrap high
         if octet > 9:
             return 0
         i += 1
-        d = _digit(p, i, n)
+        d = <uint32_t>q[i] - 48
         if d <= 9:
             if octet == 0:                       # "01" reads as octal elsewhere
                 return 0
             octet = octet * 10 + d
             i += 1
-            d = _digit(p, i, n)
+            d = <uint32_t>q[i] - 48
             if d <= 9:
                 octet = octet * 10 + d
                 i += 1
-                if octet > 255 or _digit(p, i, n) <= 9:
+                if octet > 255 or <uint32_t>q[i] - 48 <= 9:
                     return 0
         acc = (acc << 8) | octet
         if part < 3:
-            if i >= n or p[i] != 46:            # '.'
+            if q[i] != 46:                       # '.'
                 return 0
             i += 1
     out[0] = acc

@@ -547,10 +547,15 @@ cdef class ShardedTable:
             free(self._tables)
 
     cdef inline double _now(self, object now) except? -1.0:
+        # The default clock inline, the rest out of line: small enough that
+        # the compiler inlines it into every caller.
+        if now is None and self._clock is None:
+            return cg_monotonic()
+        return self._given_now(now)
+
+    cdef double _given_now(self, object now) except? -1.0:
         cdef double t
         if now is None:
-            if self._clock is None:
-                return cg_monotonic()
             now = self._clock()
         t = now
         if not -_MAX_TIME <= t <= _MAX_TIME:            # also false for nan
