@@ -53,6 +53,52 @@ cdef inline uint64_t _ascii_lower8(uint64_t w) noexcept nogil:
     return w | (upper >> 2)
 
 
+cdef inline uint64_t _colon_in(uint64_t w) noexcept nogil:
+    """Nonzero exactly when one of 8 packed bytes is ':'.
+
+    x has a zero byte where w has ':'. Below the lowest zero byte of x nothing
+    borrows in x - 0x01.., so that byte turns 0xFF and shows in the top bits;
+    with no zero byte nothing borrows at all, and no b < 0x80 has b - 1 >= 0x80.
+    """
+    cdef uint64_t x = w ^ 0x3A3A3A3A3A3A3A3AULL
+    return (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL
+
+
+cdef inline uint64_t _hash_word(uint64_t h, uint64_t w, bint fold_case, uint64_t* colons) noexcept nogil:
+    """One step of _bytes_hash."""
+    if colons != NULL:
+        colons[0] |= _colon_in(w)
+    return _mix_word(h, _ascii_lower8(w) if fold_case else w)
+
+
+cdef inline uint64_t _bytes_hash(const uint8_t* p, Py_ssize_t n, uint64_t seed, bint fold_case,
+                                 uint64_t* colons) noexcept nogil:
+    """_text_hash of n bytes at p; ``colons``, unless NULL, gets nonzero ORed in if one is ':'.
+
+    Words are little endian, the last one zero-padded. When the text has 8
+    bytes or more, that last word is loaded as the 8 bytes ending with the
+    text and shifted down past the ones already hashed, which leaves zeros
+    on top: no byte outside the text is read. Shorter text is gathered a
+    byte at a time.
+    """
+    cdef uint64_t h = seed ^ <uint64_t>n
+    cdef uint64_t w = 0
+    cdef Py_ssize_t i = n
+    while i >= 8:
+        h = _hash_word(h, cg_load_le64(p), fold_case, colons)
+        p += 8
+        i -= 8
+    if i:
+        if n >= 8:
+            w = cg_load_le64(p + i - 8) >> (64 - 8 * i)
+        else:
+            while i:
+                i -= 1
+                w = (w << 8) | p[i]
+        h = _hash_word(h, w, fold_case, colons)
+    return h
+
+
 cdef uint64_t _text_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end,
                          uint64_t seed, bint fold_case) noexcept:
     """Hash text, ASCII case folded if asked (hosts are case-insensitive).
@@ -63,25 +109,10 @@ cdef uint64_t _text_hash(int kind, void* data, Py_ssize_t start, Py_ssize_t end,
     the same way from the host alone.
     """
     cdef uint64_t h = seed ^ <uint64_t>(end - start)
-    cdef uint64_t w
-    cdef const uint8_t* p
-    cdef uint8_t tail[8]
     cdef Py_ssize_t i
     cdef uint32_t c
     if kind == PyUnicode_1BYTE_KIND:
-        p = <const uint8_t*>data + start
-        i = end - start
-        while i >= 8:
-            w = cg_load_le64(p)
-            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
-            p += 8
-            i -= 8
-        if i:
-            memset(tail, 0, 8)
-            memcpy(tail, p, i)
-            w = cg_load_le64(tail)
-            h = _mix_word(h, _ascii_lower8(w) if fold_case else w)
-        return h
+        return _bytes_hash(<const uint8_t*>data + start, end - start, seed, fold_case, NULL)
     for i in range(start, end):
         c = PyUnicode_READ(kind, data, i)
         if fold_case and 65 <= c <= 90:
@@ -103,6 +134,58 @@ cdef Py_ssize_t _find(int kind, void* data, Py_ssize_t start, Py_ssize_t end, ui
         if PyUnicode_READ(kind, data, i) == ch:
             return i
     return -1
+
+
+cdef uint64_t _host_port_text(int kind, void* data, Py_ssize_t n, int* port) noexcept:
+    """classify's host hash and port (-1 for none) of any text of n >= 1 characters."""
+    cdef Py_ssize_t close_at, colon, host_start = 0, host_end = n   # unparsable: all is host
+    port[0] = -1
+    if PyUnicode_READ(kind, data, 0) == 91:      # '[v6]' or '[v6]:port'
+        close_at = _find(kind, data, 1, n, 93)
+        if close_at > 1:
+            if close_at == n - 1:
+                host_start, host_end = 1, close_at
+            elif PyUnicode_READ(kind, data, close_at + 1) == 58:
+                port[0] = _port_in(kind, data, close_at + 2, n)
+                if port[0] >= 0:
+                    host_start, host_end = 1, close_at
+    else:
+        # "host:port" has exactly one ':'; a second one would sit in the port
+        # text, which then fails as a port, so one search is enough.
+        colon = _find(kind, data, 0, n, 58)
+        if colon > 0:
+            port[0] = _port_in(kind, data, colon + 1, n)
+            if port[0] >= 0:
+                host_end = colon
+    return _text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True)
+
+
+cdef inline uint64_t _host_port_bytes(const uint8_t* p, Py_ssize_t n, int* port) noexcept nogil:
+    """classify's host hash and port (-1 for none) of n >= 1 bytes not starting with '['.
+
+    The rule is _host_port_text's: the first ':', unless it is the first
+    byte, ends the host when 1-5 digits up to 65535 follow it to the end;
+    otherwise all is host. So read at most 5 digits back from the end to the
+    ':' before them, with no memchr. That ':' is the first exactly when the
+    host before it has none, which the hash notes as it reads the host. If
+    the host has one, the first ':' is there and the port text after it
+    holds this ':' and fails, so all is host, as here. Conversely, a port
+    the rule finds ends the text, so this scan finds it too.
+    """
+    cdef Py_ssize_t colon = n - 1
+    cdef int value = 0, scale = 1
+    cdef uint64_t colons = 0, h
+    while colon > 0 and scale <= 10000 and _is_digit(p[colon]):
+        value += (p[colon] - 48) * scale
+        scale *= 10
+        colon -= 1
+    if scale > 1 and colon > 0 and p[colon] == 58 and value <= 65535:
+        h = _bytes_hash(p, colon, _FNV_OFFSET, True, &colons)
+        if not colons:
+            port[0] = value
+            return h
+    port[0] = -1
+    return _bytes_hash(p, n, _FNV_OFFSET, True, NULL)
 
 
 cdef bint _watched(const Classes* classes, uint64_t h) noexcept nogil:
@@ -131,8 +214,8 @@ cdef int classify(object destination, const Classes* classes, Destination* d) ex
     A host on the watch-list is of the watch class whatever its port.
     """
     cdef uint64_t h
-    cdef Py_ssize_t n, close_at, colon, host_start = 0, host_end
-    cdef int kind, port = -1
+    cdef Py_ssize_t n
+    cdef int kind, port
     cdef void* data
     d.cls = 0
     d.host_bit = 0
@@ -146,25 +229,10 @@ cdef int classify(object destination, const Classes* classes, Destination* d) ex
         return 0
     kind = PyUnicode_KIND(destination)
     data = PyUnicode_DATA(destination)
-    host_end = n                                 # unparsable: the whole text is the host
-    if PyUnicode_READ(kind, data, 0) == 91:      # '[v6]' or '[v6]:port'
-        close_at = _find(kind, data, 1, n, 93)
-        if close_at > 1:
-            if close_at == n - 1:
-                host_start, host_end = 1, close_at
-            elif PyUnicode_READ(kind, data, close_at + 1) == 58:
-                port = _port_in(kind, data, close_at + 2, n)
-                if port >= 0:
-                    host_start, host_end = 1, close_at
+    if kind == PyUnicode_1BYTE_KIND and (<const uint8_t*>data)[0] != 91:
+        h = _host_port_bytes(<const uint8_t*>data, n, &port)     # the common case, quicker
     else:
-        # "host:port" has exactly one ':'; a second one would sit in the port
-        # text, which then fails as a port, so one search is enough.
-        colon = _find(kind, data, 0, n, 58)
-        if colon > 0:
-            port = _port_in(kind, data, colon + 1, n)
-            if port >= 0:
-                host_end = colon
-    h = _text_hash(kind, data, host_start, host_end, _FNV_OFFSET, True)
+        h = _host_port_text(kind, data, n, &port)
     d.host_bit = sketch_bit(h)
     if port >= 0:
         d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)

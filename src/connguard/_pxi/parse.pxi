@@ -39,7 +39,7 @@ cdef void _fill_hex_table() noexcept:
 _fill_hex_table()
 
 
-cdef Py_ssize_t parse_ipv4_head(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
+cdef inline Py_ssize_t parse_ipv4_head(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
     """Parse a dotted quad at the start of p; return its length, or 0 if there is none.
 
     Strict: four decimal octets of one to three digits, no leading zeros.
