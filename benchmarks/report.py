@@ -38,6 +38,11 @@ def main(path: str) -> None:
             h, k = info["handle_ns"], info["keyed_ns"]
             extra.append(f"\nGuard.open(...).close() over 1,000 sources: {h:.0f} ns, against "
                          f"{k:.0f} ns for accept + close(source) ({(h / k - 1) * 100:+.0f}%).")
+        elif info.get("kind") == "batch":
+            b, p = info["batch_ns"], info["pair_ns"]
+            extra.append(f"\nTracker.accept_many + close_many in chunks of 256 over "
+                         f"{info['sources']:,} sources: {b:.0f} ns per pair, against {p:.0f} ns "
+                         f"for accept + close one by one ({p / b:.1f}x).")
         elif info.get("kind") == "guard_accept":
             g, t = info["guard_bans_ns"], info["tracker_ns"]
             extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "

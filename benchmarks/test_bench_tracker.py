@@ -52,3 +52,30 @@ def test_accept_close_pair(benchmark: Any, family: str, count: int) -> None:
     if ns is not None:
         benchmark.extra_info.update(family=family, sources=count,
                                     **{f"{impl}_ns": round(v, 1) for impl, v in ns.items()})
+
+
+CHUNK = 256   # sources per accept_many / close_many call
+
+
+@pytest.mark.parametrize("count", [1_000, 1_000_000], ids=["ipv4-1000", "ipv4-1000000"])
+def test_batch_pairs(benchmark: Any, count: int) -> None:
+    """accept_many + close_many in chunks against the per-call pair loop, same sources."""
+    sources = ipv4_sources(count)
+    batched, single = (IMPLEMENTATIONS["compiled"](max(count, 1_000)) for _ in range(2))
+
+    def batch_run(batch: list[str]) -> None:
+        accept_many, close_many = batched.accept_many, batched.close_many
+        for i in range(0, len(batch), CHUNK):
+            chunk = batch[i:i + CHUNK]
+            accept_many(chunk, DESTINATION)
+            close_many(chunk)
+
+    pair_run = pair_loop(single)
+    batch_run(sources)                          # every source tracked before timing
+    pair_run(sources)
+    benchmark.group = f"batch ipv4 x{count}"
+    ns = interleave(benchmark, batch_run, batches(sources, BATCH),
+                    {"pair": (pair_run, batches(sources, BATCH))}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(kind="batch", sources=count, batch_ns=round(ns["compiled"], 1),
+                                    pair_ns=round(ns["pair"], 1))

@@ -110,6 +110,42 @@ def test_random_operations_agree(both: tuple[type, type], config: dict[str, Any]
     assert observe(compiled, now) == observe(pure, now)
 
 
+batch_op = st.tuples(st.sampled_from(["accept_many", "close_many", "accept", "close"]),
+                     st.lists(st.integers(0, len(SOURCES) - 1), max_size=20),
+                     st.integers(0, len(DESTINATIONS) - 1), st.floats(-1.0, 7.0, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, ops=st.lists(batch_op, max_size=40))
+def test_batches_agree_with_each_other_and_with_single_calls(
+        both: tuple[type, type], config: dict[str, Any],
+        ops: list[tuple[str, list[int], int, float]]) -> None:
+    """accept_many and close_many on either core do what the same calls one
+    by one do (at one time), with the same results."""
+    compiled, pure = (cls(clock=lambda: 0.0, **config) for cls in both)
+    singles = [cls(clock=lambda: 0.0, **config) for cls in both]
+    now = 100.0
+    for name, indices, di, dt in ops:
+        now += dt
+        batch = [SOURCES[i] for i in indices]
+        destination = DESTINATIONS[di]
+        if name == "accept_many":
+            results = [t.accept_many(batch, destination, now=now) for t in (compiled, pure)]
+            expected = [[t.accept(s, destination, now=now) for s in batch] for t in singles]
+        elif name == "close_many":
+            results = [t.close_many(iter(batch), now=now) for t in (compiled, pure)]
+            expected = [[t.close(s, now=now) for s in batch] for t in singles]
+        else:                                   # one by one on every tracker
+            results = [[getattr(t, name)(s, *((destination,) if name == "accept" else ()),
+                                         now=now) for s in batch] for t in (compiled, pure)]
+            expected = [[getattr(t, name)(s, *((destination,) if name == "accept" else ()),
+                                          now=now) for s in batch] for t in singles]
+        assert results[0] == results[1] == expected[0] == expected[1], (name, batch)
+    for t in (compiled, pure, *singles):
+        t.check_consistency()
+    assert observe(compiled, now) == observe(pure, now) == observe(singles[0], now)
+
+
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, len(SOURCES) - 1)), max_size=200))
 def test_active_counts_match_a_reference_model(both: tuple[type, type],

@@ -316,3 +316,44 @@ def test_small_capacity_uses_fewer_shards(make_tracker: Make) -> None:
 
 def test_capacity_is_exact(make_tracker: Make) -> None:
     assert make_tracker(capacity=1_000_003).capacity == 1_000_003
+
+
+def test_batches_count_like_single_calls(make_tracker: Make) -> None:
+    t = make_tracker(concurrent_threshold=3)
+    sources = ["192.0.2.1", ("192.0.2.1", 5000), "2001:db8::1", "192.0.2.1"]
+    assert t.accept_many(sources, "mx.example:25", now=1.0) == [True] * 4
+    assert counts(t)["active_connections"] == 4
+    assert t.stats("192.0.2.1").active == 3
+    assert [f.pattern for f in t.findings(1.0)] == ["conn_flood"]
+    assert t.accept_many(iter(()), now=1.0) == []
+    # A source with nothing open is not closed: False, as close() says.
+    assert t.close_many(("192.0.2.1", "198.51.100.9", "2001:db8::1"), now=2.0) == [True, False, True]
+    assert counts(t)["active_connections"] == 2
+
+
+@pytest.mark.parametrize(("bad", "error"), [("not-an-address", ValueError), (42, TypeError),
+                                            (("192.0.2.9",), TypeError)])
+def test_a_bad_source_in_a_batch_counts_nothing(make_tracker: Make, bad: object,
+                                                error: type[Exception]) -> None:
+    t = make_tracker()
+    t.accept("192.0.2.1", now=1.0)
+    before = counts(t)
+    with pytest.raises(error, match=r"^sources\[2\]: "):
+        t.accept_many(["192.0.2.1", "192.0.2.2", bad, "192.0.2.3"], now=1.0)
+    with pytest.raises(error, match=r"^sources\[2\]: "):
+        t.close_many(["192.0.2.1", "192.0.2.1", bad], now=1.0)
+    assert counts(t) == before
+    assert t.stats("192.0.2.1").active == 1
+
+
+def test_a_batch_tells_the_finding_callbacks(make_tracker: Make) -> None:
+    t = make_tracker(concurrent_threshold=2)
+    seen: list[tuple[str, str]] = []
+    t.add_finding_callback(lambda f: seen.append((f.source, f.pattern)))
+    t.accept_many(["192.0.2.1", "192.0.2.2", "192.0.2.1"], now=1.0)
+    assert seen == [("192.0.2.1", "conn_flood")]
+
+
+def test_a_batch_with_no_room_refuses_as_accept_does(make_tracker: Make) -> None:
+    t = make_tracker(capacity=1, shards=1, overflow="deny")
+    assert t.accept_many(["192.0.2.1", "192.0.2.2", "192.0.2.1"], now=1.0) == [True, False, True]

@@ -5,7 +5,7 @@ only describes what _core_c exports, and tests/test_core_selection.py checks
 that it covers the module.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._spec import PatternLimits, RawRecord, RawStats, Source
@@ -60,6 +60,9 @@ class SourceTable(ShardedTable):
              now: float | None = None) -> Connection: ...
     def close(self, source: Source, now: float | None = None, *, sent: int | None = None,
               received: int | None = None, destination: str | None = None) -> bool: ...
+    def accept_many(self, sources: Iterable[Source], destination: str | None = "",
+                    now: float | None = None) -> list[bool]: ...
+    def close_many(self, sources: Iterable[Source], now: float | None = None) -> list[bool]: ...
     def replay(self, starts: Sequence[object], durations: Sequence[object],
                sources: Sequence[object], destinations: Sequence[object],
                sent: Sequence[object] | None = None, received: Sequence[object] | None = None,

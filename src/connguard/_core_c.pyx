@@ -63,6 +63,15 @@ cdef extern from *:
     #define CG_COUNT(p) ((void)(++*(p)))
     #endif
 
+    /* Start loading a cache line the caller will read soon, so that the miss
+       overlaps other work. A prefetch never faults, whatever the address;
+       without GCC or Clang it is nothing. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define CG_PREFETCH(p) __builtin_prefetch(p)
+    #else
+    #define CG_PREFETCH(p) ((void)0)
+    #endif
+
     /* Where a thread bumps the Guard's verdict counters: on free-threaded
        builds each thread picks one of 16 stripes by its id (hashed: ids are
        stack addresses, alike in their low bits), so threads on different
@@ -123,6 +132,7 @@ cdef extern from *:
     const bint CG_SHARD_LOCKS
     double cg_monotonic() noexcept nogil
     void CG_COUNT(int64_t* counter) noexcept nogil
+    void CG_PREFETCH(const void* p) noexcept nogil
     enum: CG_COUNT_STRIPES
     enum: CG_STRIPE_WORDS
     Py_ssize_t CG_COUNT_STRIPE() noexcept nogil

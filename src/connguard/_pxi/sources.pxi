@@ -371,6 +371,51 @@ cdef inline int tracker_accept(SourceTable tracker, uint64_t hi, uint64_t lo, De
     return result
 
 
+# The batch accepts go through a pointer for the same reason as
+# _close_key's callers.
+cdef int (*_accept_key)(SourceTable, uint64_t, uint64_t, Destination*, double) noexcept
+_accept_key = tracker_accept
+
+
+cdef struct Keyed:
+    uint64_t hi                   # a source's netblock key
+    uint64_t lo
+    uint64_t h                    # its hash
+
+
+cdef enum:
+    _AHEAD = 8                    # batches: how many sources ahead index slots are loaded
+
+
+cdef inline void _prefetch_slot(SourceTable tracker, const Keyed* k) noexcept:
+    """Start loading the index slot of ``k``'s key.
+
+    Only under the GIL: there nothing replaces the table's index while this
+    reads where it is, outside the shard lock (free-threaded builds skip it).
+    """
+    cdef Table* t
+    if not CG_SHARD_LOCKS:
+        t = &tracker._tables[k.h & tracker._shard_mask]
+        if t.index != NULL:
+            CG_PREFETCH(t.index + ((<uint32_t>(k.h >> 8)) & t.index_mask))
+
+
+cdef inline void _prefetch_entry(SourceTable tracker, const Keyed* k) noexcept:
+    """Start loading the entry ``k``'s index slot points at (its first probe),
+    both of its cache lines; under the GIL only, as _prefetch_slot."""
+    cdef Table* t
+    cdef uint32_t ix
+    cdef const char* e
+    if not CG_SHARD_LOCKS:
+        t = &tracker._tables[k.h & tracker._shard_mask]
+        if t.index != NULL:
+            ix = t.index[(<uint32_t>(k.h >> 8)) & t.index_mask]
+            if ix:
+                e = <const char*>table_at(t, ix - 1)
+                CG_PREFETCH(e)
+                CG_PREFETCH(e + sizeof(Entry) - 1)
+
+
 _REASON_NAMES = tuple([None] + [reason.name.lower() for reason in list(_spec.Reason)[1:]])
 
 
@@ -675,6 +720,94 @@ cdef class SourceTable(ShardedTable):
         if result > 0xFF and self._on_finding is not None:
             self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
         return result != 0
+
+    @cython.binding(False)
+    def accept_many(self, sources, destination="", now=None):
+        """Count an accepted connection from each source, in order, all to
+        ``destination`` at one time (the clock is read once); return what
+        accept would have returned for each, as a list.
+
+        Every source is parsed before any is counted: an invalid one raises
+        ValueError or TypeError naming its position, and nothing is counted.
+        The finding hook runs as accept runs it. In a big table this is
+        quicker per connection than accept: each source's index slot and
+        entry start loading a few sources ahead, so their cache misses
+        overlap.
+        """
+        cdef list batch = list(sources)
+        cdef Py_ssize_t i, n = len(batch)
+        cdef Keyed* keys = self._keyed(batch)
+        cdef Destination d
+        cdef double t
+        cdef int result
+        cdef list out
+        try:
+            classify(destination, &self._classes, &d)
+            t = self._now(now)
+            out = [False] * n
+            for i in range(min(n, _AHEAD)):
+                _prefetch_slot(self, &keys[i])
+            for i in range(n):
+                if i + _AHEAD < n:
+                    _prefetch_slot(self, &keys[i + _AHEAD])
+                if i + _AHEAD // 2 < n:
+                    _prefetch_entry(self, &keys[i + _AHEAD // 2])
+                result = _accept_key(self, keys[i].hi, keys[i].lo, &d, t)
+                if (result & 1) != 0 or (result == 0 and not self._cfg.deny):
+                    out[i] = True
+                if result > 0xFF and self._on_finding is not None:
+                    self._on_finding(batch[i], (result >> 8) & 0xFF, t)   # no lock is held here
+            return out
+        finally:
+            free(keys)
+
+    @cython.binding(False)
+    def close_many(self, sources, now=None):
+        """Count a closed connection from each source, in order, at one time
+        (bytes unknown); return what close would have returned for each.
+        Parsed first, as accept_many."""
+        cdef list batch = list(sources)
+        cdef Py_ssize_t i, n = len(batch)
+        cdef Keyed* keys = self._keyed(batch)
+        cdef double t
+        cdef int result
+        cdef list out
+        try:
+            t = self._now(now)
+            out = [False] * n
+            for i in range(min(n, _AHEAD)):
+                _prefetch_slot(self, &keys[i])
+            for i in range(n):
+                if i + _AHEAD < n:
+                    _prefetch_slot(self, &keys[i + _AHEAD])
+                if i + _AHEAD // 2 < n:
+                    _prefetch_entry(self, &keys[i + _AHEAD // 2])
+                result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, -1, -1)
+                if result != 0:
+                    out[i] = True
+                if result > 0xFF and self._on_finding is not None:
+                    self._on_finding(batch[i], (result >> 8) & 0xFF, t)   # no lock is held here
+            return out
+        finally:
+            free(keys)
+
+    cdef Keyed* _keyed(self, list batch) except NULL:
+        """Parse every source of a batch; raise naming the first invalid one."""
+        cdef Py_ssize_t i, n = len(batch)
+        cdef Keyed* keys = <Keyed*>malloc(max(n, 1) * sizeof(Keyed))
+        if keys == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                self._key(batch[i], &keys[i].hi, &keys[i].lo)
+                keys[i].h = key_hash(keys[i].hi, keys[i].lo, self._seed)
+        except (TypeError, ValueError) as exc:
+            free(keys)
+            raise type(exc)(f"sources[{i}]: {exc}") from None
+        except BaseException:
+            free(keys)
+            raise
+        return keys
 
     def replay(self, starts, durations, sources, destinations, sent=None, received=None,
                *, keep=None):
