@@ -202,10 +202,10 @@ def test_parsers_agree_at_every_quad_length(both: tuple[type, type], text: str) 
     import ipaddress
 
     test_parsers_agree_on_any_text.hypothesis.inner_test(both, text)  # type: ignore[attr-defined]
-    host, _, port = text.partition(":")
+    host, sep, port = text.partition(":")
     try:
         valid = ipaddress.IPv4Address(host) is not None and (
-            not _ or (port.isdigit() and int(port) <= 65535))
+            not sep or (port.isdigit() and int(port) <= 65535))
     except ValueError:
         valid = False
     from connguard import _core_c
@@ -321,7 +321,7 @@ def test_ban_tables_agree(both: tuple[type, type], ops: list[tuple[str, int, flo
 
 guard_ops = st.lists(st.tuples(
     st.sampled_from(["accept", "accept", "accept", "close", "close", "open", "open", "handle_close",
-                     "report", "ban", "unban"]),
+                     "report", "ban", "unban", "accept_many", "close_many"]),
     st.integers(0, len(SOURCES) - 1),
     st.integers(0, len(DESTINATIONS) - 1),
     st.floats(0.0, 3.0, allow_nan=False),
@@ -336,7 +336,7 @@ def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, fl
                       enforce: bool, capacity: int, overflow: str, with_limiter: bool,
                       threshold: int, max_open: int | None) -> None:
     """Two Guards, one per core, give the same verdicts, counts and bans for any
-    operations, keyed or through connection handles."""
+    operations, keyed, in batches or through connection handles."""
     from connguard import _core_c
     from connguard.bans import BanManager
     from connguard.guard import Guard
@@ -374,6 +374,10 @@ def test_guards_agree(both: tuple[type, type], ops: list[tuple[str, int, int, fl
                        for held in handles]
         elif name == "close":
             results = [g.close(source) for g in guards]
+        elif name in ("accept_many", "close_many"):      # a few sources from si on
+            batch = SOURCES[si:si + di % 5 + 1]
+            results = [g.accept_many(batch, DESTINATIONS[di]) if name == "accept_many"
+                       else g.close_many(batch) for g in guards]
         elif name == "report":
             results = [g.report(source, "malformed_message").kind for g in guards]
         elif name == "ban":

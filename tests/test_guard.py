@@ -131,3 +131,48 @@ def test_verdicts_are_shared_and_allocate_nothing(make_guard: Make, core: Any) -
 
 def test_verdict_truthiness() -> None:
     assert Verdict(True, "banned") and not Verdict(False, "limit")
+
+
+@pytest.mark.parametrize("enforce", [False, True])
+def test_a_batch_gets_the_verdicts_of_single_accepts(make_guard: Make, enforce: bool) -> None:
+    batched, single = make_guard(enforce=enforce), make_guard(enforce=enforce)
+    sources = ["203.0.113.1"] * 10 + ["2001:db8:0:1::1", ("203.0.113.2", 443)]
+    for g in (batched, single):
+        g.bans.ban("2001:db8:0:1::99", 60.0)             # the same /64 as one source
+    verdicts = batched.accept_many(sources, "a:443")
+    assert verdicts == [single.accept(s, "a:443") for s in sources]
+    assert [v.reason for v in verdicts][7:] == [None, "limit", "limit", "banned", None]
+    assert batched.verdict_totals() == single.verdict_totals()
+    assert batched.close_many(sources) == [single.close(s) for s in sources]
+    assert batched.tracker.counters() == single.tracker.counters()
+
+
+def test_a_bad_source_in_a_guard_batch_checks_and_counts_nothing(make_guard: Make) -> None:
+    g = make_guard(enforce=True)
+    with pytest.raises(ValueError, match=r"^sources\[1\]: invalid source address"):
+        g.accept_many(["203.0.113.1", "203.0.113.300"])
+    assert sum(g.verdict_counts()) == 0
+    assert g.tracker.active_connections == 0
+    assert g.limiter.counters() == make_guard(enforce=True).limiter.counters()
+
+
+def test_a_guard_batch_tells_on_finding(make_guard: Make) -> None:
+    found: list[tuple[str, str]] = []
+    g = make_guard(tracker={"concurrent_threshold": 2}, limiter=False,
+                   on_finding=lambda f: found.append((f.source, f.pattern)))
+    g.accept_many(["203.0.113.1", "203.0.113.1"], "a:443")
+    assert found == [("203.0.113.1", "conn_flood")]
+
+
+def test_a_subclass_keeps_its_own_is_banned(make_guard: Make, core: Any) -> None:
+    from connguard._core import on_core
+
+    class Strict(on_core(cg.Guard, core)):  # type: ignore[misc]
+        def is_banned(self, source: Any, now: float | None = None) -> bool:
+            return source == "198.51.100.66" or bool(super().is_banned(source, now))
+
+    g = Strict(bans=on_core(cg.BanManager, core)(node_id="n"), limiter=False)
+    assert g.is_banned("198.51.100.66") and not g.is_banned("198.51.100.67")
+    g.bans.ban("198.51.100.67", 60.0)
+    assert g.is_banned("198.51.100.67")
+    assert make_guard().is_banned("198.51.100.66") is False

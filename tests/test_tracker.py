@@ -346,6 +346,16 @@ def test_a_bad_source_in_a_batch_counts_nothing(make_tracker: Make, bad: object,
     assert t.stats("192.0.2.1").active == 1
 
 
+@pytest.mark.parametrize("one", ["192.0.2.1", b"192.0.2.1"])
+def test_one_source_is_not_a_batch(make_tracker: Make, one: object) -> None:
+    t = make_tracker()
+    with pytest.raises(TypeError, match="sources must be an iterable of sources"):
+        t.accept_many(one)
+    with pytest.raises(TypeError, match="sources must be an iterable of sources"):
+        t.close_many(one)
+    assert counts(t)["active_connections"] == 0
+
+
 def test_a_batch_tells_the_finding_callbacks(make_tracker: Make) -> None:
     t = make_tracker(concurrent_threshold=2)
     seen: list[tuple[str, str]] = []

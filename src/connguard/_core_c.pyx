@@ -74,17 +74,26 @@ cdef extern from *:
 
     /* Where a thread bumps the Guard's verdict counters: on free-threaded
        builds each thread picks one of 16 stripes by its id (hashed: ids are
-       stack addresses, alike in their low bits), so threads on different
-       cores seldom write the same cache line; under the GIL one stripe.
-       A stripe is 24 counters (192 bytes) of which VERDICT_CODES are used:
-       the gap between two stripes' used counters is wider than a cache line
-       wherever the object starts. */
+       thread-local storage addresses, alike in their low bits), so threads
+       on different cores seldom write the same cache line; under the GIL one
+       stripe. A stripe is 24 counters (192 bytes) of which at most 16 are
+       used, so two stripes' used counters are more than a cache line apart
+       wherever the object starts; CG_COUNT_PAD counters before the first
+       stripe keep it off the line of the Guard's read-mostly fields. */
     #ifdef Py_GIL_DISABLED
     #define CG_COUNT_STRIPES 16
+    #define CG_COUNT_PAD 8
     #define CG_COUNT_STRIPE() ((Py_ssize_t)(((uint64_t)_Py_ThreadId() * 0x9E3779B97F4A7C15ULL) >> 60))
+    #if defined(_MSC_VER)
+    #define CG_LOAD(p) ((int64_t)_InterlockedOr64((volatile long long *)(p), 0))
+    #else
+    #define CG_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+    #endif
     #else
     #define CG_COUNT_STRIPES 1
+    #define CG_COUNT_PAD 0
     #define CG_COUNT_STRIPE() 0
+    #define CG_LOAD(p) (*(p))
     #endif
     #define CG_STRIPE_WORDS 24
 
@@ -116,9 +125,11 @@ cdef extern from *:
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
         /* A product, not a quotient: a division here costs more than the
-           rest of the read. Still monotonic: for a fixed tv_sec the rounded
-           product never decreases as tv_nsec grows, and it never exceeds
-           1.0, so the sum never passes the next second's. */
+           rest of the read, and CPython's time.clock_gettime() computes the
+           same product, so the pure core's clock reads the same value.
+           Still monotonic: for a fixed tv_sec the rounded product never
+           decreases as tv_nsec grows and stays below 1.0, so the rounded
+           sum never passes the next second's. */
         return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     #elif PY_VERSION_HEX >= 0x030D0000
         PyTime_t t = 0;
@@ -134,7 +145,9 @@ cdef extern from *:
     void CG_COUNT(int64_t* counter) noexcept nogil
     void CG_PREFETCH(const void* p) noexcept nogil
     enum: CG_COUNT_STRIPES
+    enum: CG_COUNT_PAD
     enum: CG_STRIPE_WORDS
+    int64_t CG_LOAD(const int64_t* counter) noexcept nogil
     Py_ssize_t CG_COUNT_STRIPE() noexcept nogil
     int cg_take(int* flag) noexcept nogil
     uint64_t cg_load_le64(const uint8_t* p) noexcept nogil

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -140,8 +140,9 @@ class _GuardAPI(_GuardBase):
                                  "ipv4_prefix and ipv6_prefix")
         self._tracker, self._bans = tracker, bans
         # The ban table's own method, bound once: the lookup is the core's,
-        # with no Python frame in front of it.
-        self.is_banned = bans.is_banned  # type: ignore[method-assign]
+        # with no Python frame in front of it (unless a subclass overrides it).
+        if type(self).is_banned is Guard.is_banned:
+            self.is_banned = bans.is_banned  # type: ignore[method-assign]
         self._limiter = limiter or None
         self._enforce = bool(enforce)
         self._pseudonymizer = pseudonymizer
@@ -162,6 +163,9 @@ class _GuardAPI(_GuardBase):
         # here only, so the call still goes straight into the core.
         def accept(self, source: Source, destination: str | None = "",
                    now: float | None = None) -> Verdict: ...
+
+        def accept_many(self, sources: Iterable[Source], destination: str | None = "",
+                        now: float | None = None) -> list[Verdict]: ...
 
     def _limit_reached(self, source: Source, level: int, now: float | None) -> None:
         # Called by the core, outside every lock, once per violation window
@@ -270,8 +274,9 @@ class _GuardAPI(_GuardBase):
         return self._bans.report(source, kind, now)
 
     def is_banned(self, source: Source, now: float | None = None) -> bool:
-        """Return True while the source's netblock is banned (the BanManager's
-        own method: each Guard binds it in place of this one)."""
+        """Return True while the source's netblock is banned (a Guard binds the
+        BanManager's own method in place of this one, unless a subclass
+        overrides it)."""
         return self._bans.is_banned(source, now)
 
     def findings(self, now: float | None = None) -> list[Finding]:

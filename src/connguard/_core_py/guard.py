@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._spec import CAPPED, LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Source, Take
 from .bans import BanTable, ban_active
 from .limits import BucketTable, limit_take
-from .sources import Connection, SourceTable, tracker_accept, tracker_close
+from .sources import Connection, SourceTable, batch_of, tracker_accept, tracker_close
 
 
 class GuardTable:
@@ -58,6 +58,34 @@ class GuardTable:
             self._counts[code] += 1
         return Connection(source, self._sources, self, hi, lo, cls, code)
 
+    def accept_many(self, sources: Iterable[Source], destination: str | None = "",
+                    now: float | None = None) -> list[Any]:
+        """Check and count an accepted connection from each source, in order,
+        all to ``destination``; return their verdicts, as a list.
+
+        As Tracker.accept_many: the tracker's clock is read once, every
+        source is parsed before anything is counted or checked (an invalid
+        one raises naming its position). Each connection is checked against
+        bans and the limiter as accept checks it, callbacks included; one
+        that raises stops the batch there, the connections before it counted.
+        """
+        tracker = self._sources
+        batch = batch_of(sources)
+        keys = tracker._keyed(batch)
+        d = tracker._classify(destination)
+        t = tracker._now(now)
+        out = []
+        for source, (hi, lo) in zip(batch, keys, strict=True):
+            code = self._judge(source, hi, lo, d, now, t)
+            with self._counts_lock:
+                self._counts[code] += 1
+            out.append(self._verdicts[code])
+        return out
+
+    def close_many(self, sources: Iterable[Source], now: float | None = None) -> list[bool]:
+        """Count a closed connection from each source, as Tracker.close_many."""
+        return self._sources._close_many(sources, now, self)
+
     def _decide(self, source: Source, destination: str | None,
                 now: float | None) -> tuple[int, tuple[int, int, int]]:
         """Decide and count an accept; return its verdict code, and the
@@ -65,14 +93,19 @@ class GuardTable:
         tracker = self._sources
         _, hi, lo = tracker._key(source)
         d = tracker._classify(destination)
-        key = (hi, lo, d[0])
-        t = tracker._now(now)
+        return self._judge(source, hi, lo, d, now, tracker._now(now)), (hi, lo, d[0])
+
+    def _judge(self, source: Source, hi: int, lo: int, d: tuple[int, int, int],
+               now: float | None, t: float) -> int:
+        """Check and count an accept of a parsed source at the tracker's time
+        ``t`` (``now`` as the caller gave it); return its verdict code."""
+        tracker = self._sources
         reason = Reason.NONE
         if self._ban_table is not None and ban_active(
                 self._ban_table, hi, lo,
                 self._ban_table._now(None) if self._ban_clock and now is None else t):
             if self._enforce:
-                return Reason.BANNED + REFUSED, key
+                return Reason.BANNED + REFUSED
             reason = Reason.BANNED
         if self._buckets is not None:
             level, violations = limit_take(
@@ -86,20 +119,20 @@ class GuardTable:
                         or (level == Take.ABUSE and violations == cfg.abuse_after)):
                     self._on_limit(source, level, now)
                 if self._enforce:
-                    return (reason or Reason.LIMIT) + REFUSED, key
+                    return (reason or Reason.LIMIT) + REFUSED
                 if reason == Reason.NONE:
                     reason = Reason.LIMIT
         counted = tracker_accept(tracker, hi, lo, d, t)
         if counted & 3 != 1:                     # rare: no room, or at max_open
             if counted & 1 == 0:
                 if counted == CAPPED:
-                    return (reason or Reason.FLOOD) + REFUSED, key
+                    return (reason or Reason.FLOOD) + REFUSED
                 if tracker._cfg.deny:
-                    return (reason or Reason.OVERFLOW) + REFUSED, key
+                    return (reason or Reason.OVERFLOW) + REFUSED
             elif reason == Reason.NONE:
                 reason = Reason.FLOOD
         self._announce(source, counted, t)
-        return reason, key
+        return reason
 
     def _announce(self, source: Source, counted: int, t: float) -> None:
         """Tell of patterns an accept or close raised; no lock is held here."""

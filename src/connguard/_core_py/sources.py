@@ -7,7 +7,7 @@ import math
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._spec import (
     CAPPED,
@@ -43,6 +43,18 @@ from .patterns import (
 )
 from .replay import _Replay
 from .table import Header, ShardedTable, Table, table_flags_changed
+
+if TYPE_CHECKING:
+    from .guard import GuardTable
+
+def batch_of(sources: Iterable[Source]) -> list[Source]:
+    """A batch's sources as a list; one str or bytes is a TypeError, not a
+    batch of characters."""
+    if isinstance(sources, (str, bytes, bytearray)):
+        raise TypeError(f"sources must be an iterable of sources, not one "
+                        f"{type(sources).__name__}")
+    return list(sources)
+
 
 # Plain ints: IntFlag arithmetic would cost on every accept.
 _FLOOD = int(Pattern.CONN_FLOOD)
@@ -414,10 +426,11 @@ class SourceTable(ShardedTable):
 
         Every source is parsed before any is counted: an invalid one raises
         ValueError or TypeError naming its position, and nothing is counted.
-        The finding hook runs as accept runs it. (The compiled core loads
+        The finding hook runs as accept runs it; one that raises stops the
+        batch there, the connections before it counted. (The compiled core loads
         table lines a few sources ahead; this one has nothing to gain.)
         """
-        batch = list(sources)
+        batch = batch_of(sources)
         keys = self._keyed(batch)
         d = self._classify(destination)
         t = self._now(now)
@@ -433,15 +446,23 @@ class SourceTable(ShardedTable):
         """Count a closed connection from each source, in order, at one time
         (bytes unknown); return what close would have returned for each.
         Parsed first, as accept_many."""
-        batch = list(sources)
+        return self._close_many(sources, now, None)
+
+    def _close_many(self, sources: Iterable[Source], now: float | None,
+                    guard: GuardTable | None) -> list[bool]:
+        """close_many; a Guard's batch tells its ``guard`` of raised patterns."""
+        batch = batch_of(sources)
         keys = self._keyed(batch)
         t = self._now(now)
         out = []
         for source, (hi, lo) in zip(batch, keys, strict=True):
             result = tracker_close_key(self, hi, lo, t, -1, -1, -1)
             out.append(result != 0)
-            if result >> 8 & 0xFF and self._on_finding is not None:
-                self._on_finding(source, result >> 8 & 0xFF, t)
+            if result >> 8:                        # no lock is held here
+                if guard is not None:
+                    guard._announce(source, result, t)
+                elif self._on_finding is not None:
+                    self._on_finding(source, result >> 8 & 0xFF, t)
         return out
 
     def _keyed(self, batch: list[Source]) -> list[tuple[int, int]]:

@@ -17,9 +17,10 @@ cdef class GuardTable:
     cdef tuple _verdicts          # indexed by reason + VERDICT_REFUSED if refused
     cdef object _on_limit         # called (source, level, now) when a source first reaches a level
     cdef object _on_flag          # called (source, bits) when patterns are first raised
-    # Verdicts returned, by code, in CG_COUNT_STRIPES stripes (summed when
-    # read); bumped with CG_COUNT in the calling thread's stripe.
-    cdef int64_t _counts[CG_COUNT_STRIPES * CG_STRIPE_WORDS]
+    # Verdicts returned, by code, in CG_COUNT_STRIPES stripes after
+    # CG_COUNT_PAD unused counters (summed when read); bumped with CG_COUNT
+    # in the calling thread's stripe: _count_at(code).
+    cdef int64_t _counts[CG_COUNT_PAD + CG_COUNT_STRIPES * CG_STRIPE_WORDS]
     # Each part answers in its own timebase: a part with a clock of its own
     # reads it (unless the caller passed now=, taken as every part's time);
     # parts sharing the tracker's clock share its reading.
@@ -49,7 +50,7 @@ cdef class GuardTable:
         cdef uint64_t hi, lo
         cdef Destination d
         cdef int code = self._decide(source, destination, now, &hi, &lo, &d)
-        CG_COUNT(&self._counts[CG_COUNT_STRIPE() * CG_STRIPE_WORDS + code])
+        CG_COUNT(self._count_at(code))
         return self._verdicts[code]
 
     @cython.binding(False)
@@ -58,7 +59,7 @@ cdef class GuardTable:
         cdef Connection conn = Connection.__new__(Connection)
         cdef Destination d
         cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
-        CG_COUNT(&self._counts[CG_COUNT_STRIPE() * CG_STRIPE_WORDS + code])
+        CG_COUNT(self._count_at(code))
         conn.source = source
         conn._owner = self
         conn._tracker = <PyObject*>self._sources
@@ -68,19 +69,67 @@ cdef class GuardTable:
         conn._open = code < VERDICT_REFUSED
         return conn
 
-    cdef int _decide(self, object source, object destination, object now, uint64_t* key_hi,
-                     uint64_t* key_lo, Destination* dest) except -1:
+    @cython.binding(False)
+    def accept_many(self, sources, destination="", now=None):
+        """Check and count an accepted connection from each source, in order,
+        all to ``destination``; return their verdicts, as a list.
+
+        As Tracker.accept_many: the tracker's clock is read once, every
+        source is parsed before anything is counted or checked (an invalid
+        one raises naming its position), and table lines load a few sources
+        ahead. Each connection is checked against bans and the limiter as
+        accept checks it, callbacks included; one that raises stops the batch
+        there, the connections before it counted.
+        """
+        cdef SourceTable tracker = self._sources
+        cdef list batch = batch_of(sources)
+        cdef Py_ssize_t i, n = len(batch)
+        cdef Keyed* keys = tracker._keyed(batch)
+        cdef Destination d
+        cdef double t
+        cdef int code
+        cdef list out
+        try:
+            classify(destination, &tracker._classes, &d)
+            t = tracker._now(now)
+            out = [None] * n
+            for i in range(min(n, _AHEAD)):
+                _prefetch_slot(tracker, &keys[i])
+            for i in range(n):
+                if i + _AHEAD < n:
+                    _prefetch_slot(tracker, &keys[i + _AHEAD])
+                if i + _AHEAD // 2 < n:
+                    _prefetch_entry(tracker, &keys[i + _AHEAD // 2])
+                code = self._judge(batch[i], keys[i].hi, keys[i].lo, &d, now, t)
+                CG_COUNT(self._count_at(code))
+                out[i] = self._verdicts[code]
+            return out
+        finally:
+            free(keys)
+
+    @cython.binding(False)
+    def close_many(self, sources, now=None):
+        """Count a closed connection from each source, as Tracker.close_many."""
+        return self._sources._close_many(sources, now, self)
+
+    cdef inline int _decide(self, object source, object destination, object now,
+                            uint64_t* key_hi, uint64_t* key_lo, Destination* dest) except -1:
         """Decide and count an accept; return its verdict code. The source's
-        netblock key and the destination's class are left in the last three."""
-        cdef uint64_t hi, lo
+        netblock key and the destination's class are left in the last three.
+        Inline, so that accept and open make one call below them (_judge's)
+        as they did when this held all of it."""
+        cdef SourceTable tracker = self._sources
+        tracker._key(source, key_hi, key_lo)
+        classify(destination, &tracker._classes, dest)
+        return self._judge(source, key_hi[0], key_lo[0], dest, now, tracker._now(now))
+
+    cdef int _judge(self, object source, uint64_t hi, uint64_t lo, Destination* dest,
+                    object now, double t) except -1:
+        """Check and count an accept of a parsed source at the tracker's time
+        ``t`` (``now`` as the caller gave it); return its verdict code."""
         cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
         cdef uint32_t violations = 0
         cdef SourceTable tracker = self._sources
-        tracker._key(source, &hi, &lo)
-        key_hi[0] = hi
-        key_lo[0] = lo
-        classify(destination, &tracker._classes, dest)
-        cdef double t = tracker._now(now)
         if self._ban_table is not None and ban_active(
                 self._ban_table, hi, lo,
                 self._ban_table._now(None) if self._ban_clock and now is None else t):
@@ -122,6 +171,9 @@ cdef class GuardTable:
             hook(source, (counted >> 8) & 0xFF, t)
         return 0
 
+    cdef inline int64_t* _count_at(self, int code) noexcept nogil:
+        return &self._counts[CG_COUNT_PAD + CG_COUNT_STRIPE() * CG_STRIPE_WORDS + code]
+
     def verdict_counts(self):
         """Return how many times each verdict was returned, by verdict index."""
         cdef int64_t sums[VERDICT_CODES]
@@ -129,7 +181,7 @@ cdef class GuardTable:
         memset(sums, 0, sizeof(sums))
         for stripe in range(CG_COUNT_STRIPES):
             for code in range(VERDICT_CODES):
-                sums[code] += self._counts[stripe * CG_STRIPE_WORDS + code]
+                sums[code] += CG_LOAD(&self._counts[CG_COUNT_PAD + stripe * CG_STRIPE_WORDS + code])
         return tuple([sums[code] for code in range(VERDICT_CODES)])
 
     @cython.binding(False)

@@ -387,6 +387,15 @@ cdef enum:
     _AHEAD = 8                    # batches: how many sources ahead index slots are loaded
 
 
+cdef list batch_of(object sources):
+    """A batch's sources as a list; one str or bytes is a TypeError, not a
+    batch of characters."""
+    if isinstance(sources, (str, bytes, bytearray)):
+        raise TypeError(f"sources must be an iterable of sources, not one "
+                        f"{type(sources).__name__}")
+    return list(sources)
+
+
 cdef inline void _prefetch_slot(SourceTable tracker, const Keyed* k) noexcept:
     """Start loading the index slot of ``k``'s key.
 
@@ -402,7 +411,8 @@ cdef inline void _prefetch_slot(SourceTable tracker, const Keyed* k) noexcept:
 
 cdef inline void _prefetch_entry(SourceTable tracker, const Keyed* k) noexcept:
     """Start loading the entry ``k``'s index slot points at (its first probe),
-    both of its cache lines; under the GIL only, as _prefetch_slot."""
+    every cache line it touches (two or three: entries are not line-aligned);
+    under the GIL only, as _prefetch_slot."""
     cdef Table* t
     cdef uint32_t ix
     cdef const char* e
@@ -413,6 +423,7 @@ cdef inline void _prefetch_entry(SourceTable tracker, const Keyed* k) noexcept:
             if ix:
                 e = <const char*>table_at(t, ix - 1)
                 CG_PREFETCH(e)
+                CG_PREFETCH(e + 64)
                 CG_PREFETCH(e + sizeof(Entry) - 1)
 
 
@@ -729,12 +740,13 @@ cdef class SourceTable(ShardedTable):
 
         Every source is parsed before any is counted: an invalid one raises
         ValueError or TypeError naming its position, and nothing is counted.
-        The finding hook runs as accept runs it. In a big table this is
+        The finding hook runs as accept runs it; one that raises stops the
+        batch there, the connections before it counted. In a big table this is
         quicker per connection than accept: each source's index slot and
         entry start loading a few sources ahead, so their cache misses
         overlap.
         """
-        cdef list batch = list(sources)
+        cdef list batch = batch_of(sources)
         cdef Py_ssize_t i, n = len(batch)
         cdef Keyed* keys = self._keyed(batch)
         cdef Destination d
@@ -766,7 +778,11 @@ cdef class SourceTable(ShardedTable):
         """Count a closed connection from each source, in order, at one time
         (bytes unknown); return what close would have returned for each.
         Parsed first, as accept_many."""
-        cdef list batch = list(sources)
+        return self._close_many(sources, now, None)
+
+    cdef list _close_many(self, object sources, object now, GuardTable guard):
+        """close_many; a Guard's batch tells its ``guard`` of raised patterns."""
+        cdef list batch = batch_of(sources)
         cdef Py_ssize_t i, n = len(batch)
         cdef Keyed* keys = self._keyed(batch)
         cdef double t
@@ -785,8 +801,11 @@ cdef class SourceTable(ShardedTable):
                 result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, -1, -1)
                 if result != 0:
                     out[i] = True
-                if result > 0xFF and self._on_finding is not None:
-                    self._on_finding(batch[i], (result >> 8) & 0xFF, t)   # no lock is held here
+                if result > 0xFF:                        # no lock is held here
+                    if guard is not None:
+                        guard._announce(batch[i], result, t)
+                    elif self._on_finding is not None:
+                        self._on_finding(batch[i], (result >> 8) & 0xFF, t)
             return out
         finally:
             free(keys)
