@@ -18,7 +18,7 @@ def main(path: str) -> None:
           "2 cores; medians in ns per accept+close pair, the Python loop included.\n")
     print("| sources | compiled | pure | ngit design | compiled vs ngit | compiled vs pure |")
     print("|---|---:|---:|---:|---:|---:|")
-    memory = ""
+    memory = []
     extra = []
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
@@ -68,10 +68,11 @@ def main(path: str) -> None:
             print(f"| {info['sources']:,} {info['family']} | {c:.0f} | {p:,.0f} | {n:,.0f} "
                   f"| {n / c:.1f}x faster | {p / c:.0f}x faster |")
         elif "bytes_per_source" in info:
-            memory = (f"\nMemory at full capacity ({info['capacity']:,} sources): "
-                      f"{info['bytes_per_source']} bytes per tracked source by the table's own "
-                      f"accounting, {info['rss_bytes_per_source']} by resident-set growth.")
-    print(memory)
+            memory.append(f"\nMemory at full capacity ({info['capacity']:,} sources): "
+                          f"{info['bytes_per_source']} bytes per tracked source by the table's "
+                          f"own accounting, {info['rss_bytes_per_source']} by resident-set growth.")
+    for line in memory:
+        print(line)
     for line in extra:
         print(line)
 
