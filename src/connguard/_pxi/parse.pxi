@@ -111,6 +111,7 @@ cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) 
     cdef uint32_t value, v4
     if n < 2:
         return 0
+    memset(groups, 0, sizeof(groups))            # fixed size: two stores, no call
     if p[0] == 58:                               # leading ':' must be '::'
         if p[1] != 58:
             return 0
@@ -158,14 +159,16 @@ cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) 
     elif count > 7:
         return 0
     else:
-        # Slide the groups after '::' to the end and zero the gap.
+        # Slide the groups after '::' to the end, zeroing each place a group
+        # leaves: a place a later (lower) group moves into gets its value
+        # after, and the places past ``count`` were zeroed at the start. (A
+        # loop zeroing the gap afterwards became a memset call.)
         k = 7
         while count > gap:
             count -= 1
-            groups[k] = groups[count]
-            k -= 1
-        while k >= gap:
-            groups[k] = 0
+            if k != count:
+                groups[k] = groups[count]
+                groups[count] = 0
             k -= 1
     hi[0] = ((<uint64_t>groups[0] << 48) | (<uint64_t>groups[1] << 32)
              | (<uint64_t>groups[2] << 16) | groups[3])
