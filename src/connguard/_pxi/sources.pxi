@@ -18,6 +18,7 @@ cdef struct Entry:
 cdef struct Config:
     double window
     double rate_threshold     # accepts per second; +inf is off
+    bint rate_on              # rate_threshold is finite
     uint32_t concurrent_threshold
     bint deny                 # no room: refuse (else count open, untracked)
     uint32_t open_cap         # a Guard's max_open (_MAX_ACTIVE: none); set once, before use
@@ -272,11 +273,12 @@ cdef void _close_record(Table* self, Entry* e, int cls, int64_t sent, int64_t re
 
 
 cdef inline void update_rate_flag(Entry* e, double now, const Config* cfg) noexcept nogil:
-    # rate_threshold is +inf when the pattern is off: skip the windowed sum.
-    if isfinite(cfg.rate_threshold) and accept_rate(e, now, cfg.window) > cfg.rate_threshold:
-        e.hdr.patterns |= _RATE
-    else:
-        e.hdr.patterns &= ~_RATE
+    # Off (rate_threshold +inf): the bit is never set, so nothing to do.
+    if cfg.rate_on:
+        if accept_rate(e, now, cfg.window) > cfg.rate_threshold:
+            e.hdr.patterns |= _RATE
+        else:
+            e.hdr.patterns &= ~_RATE
 
 
 cdef struct Ranked:
@@ -649,6 +651,7 @@ cdef class SourceTable(ShardedTable):
         self._classes.watch_class = watch_class
         self._cfg.window = window
         self._cfg.rate_threshold = rate_threshold
+        self._cfg.rate_on = isfinite(rate_threshold)
         self._cfg.concurrent_threshold = concurrent_threshold
         self._cfg.deny = deny
         self._cfg.open_cap = _MAX_ACTIVE
