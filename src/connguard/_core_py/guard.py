@@ -9,7 +9,7 @@ from typing import Any
 from .._spec import CAPPED, LIMIT_SALT, REFUSED, VERDICT_CODES, Reason, Source, Take
 from .bans import BanTable, ban_active
 from .limits import BucketTable, limit_take
-from .sources import Connection, SourceTable, batch_of, tracker_accept, tracker_close
+from .sources import Connection, SourceTable, tracker_accept, tracker_close
 
 
 class GuardTable:
@@ -69,11 +69,7 @@ class GuardTable:
         bans and the limiter as accept checks it, callbacks included; one
         that raises stops the batch there, the connections before it counted.
         """
-        tracker = self._sources
-        batch = batch_of(sources)
-        keys = tracker._keyed(batch)
-        d = tracker._classify(destination)
-        t = tracker._now(now)
+        batch, keys, d, t = self._sources._accepts(sources, destination, now)
         out = []
         for source, (hi, lo) in zip(batch, keys, strict=True):
             code = self._judge(source, hi, lo, d, now, t)

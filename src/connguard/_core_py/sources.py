@@ -430,10 +430,7 @@ class SourceTable(ShardedTable):
         batch there, the connections before it counted. (The compiled core loads
         table lines a few sources ahead; this one has nothing to gain.)
         """
-        batch = batch_of(sources)
-        keys = self._keyed(batch)
-        d = self._classify(destination)
-        t = self._now(now)
+        batch, keys, d, t = self._accepts(sources, destination, now)
         out = []
         for source, (hi, lo) in zip(batch, keys, strict=True):
             result = tracker_accept(self, hi, lo, d, t)
@@ -464,6 +461,15 @@ class SourceTable(ShardedTable):
                 elif self._on_finding is not None:
                     self._on_finding(source, result >> 8 & 0xFF, t)
         return out
+
+    def _accepts(self, sources: Iterable[Source], destination: str | None,
+                 now: float | None) -> tuple[list[Source], list[tuple[int, int]],
+                                             tuple[int, int, int], float]:
+        """A batch of accepts made ready: the sources, their keys, the
+        destination classified, the time."""
+        batch = batch_of(sources)
+        keys = self._keyed(batch)
+        return batch, keys, self._classify(destination), self._now(now)
 
     def _keyed(self, batch: list[Source]) -> list[tuple[int, int]]:
         """Parse every source of a batch; raise naming the first invalid one."""

@@ -93,13 +93,8 @@ cdef class GuardTable:
             classify(destination, &tracker._classes, &d)
             t = tracker._now(now)
             out = [None] * n
-            for i in range(min(n, _AHEAD)):
-                _prefetch_slot(tracker, &keys[i])
             for i in range(n):
-                if i + _AHEAD < n:
-                    _prefetch_slot(tracker, &keys[i + _AHEAD])
-                if i + _AHEAD // 2 < n:
-                    _prefetch_entry(tracker, &keys[i + _AHEAD // 2])
+                _prefetch_ahead(tracker, keys, i, n)
                 code = self._judge(batch[i], keys[i].hi, keys[i].lo, &d, now, t)
                 CG_COUNT(self._count_at(code))
                 out[i] = self._verdicts[code]

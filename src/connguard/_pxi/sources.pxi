@@ -429,6 +429,21 @@ cdef inline void _prefetch_entry(SourceTable tracker, const Keyed* k) noexcept:
                 CG_PREFETCH(e + sizeof(Entry) - 1)
 
 
+cdef inline void _prefetch_ahead(SourceTable tracker, const Keyed* keys, Py_ssize_t i,
+                                 Py_ssize_t n) noexcept:
+    """Before a batch handles source ``i`` of ``n``: start loading the index
+    slot of the source _AHEAD on and the entry of the one _AHEAD // 2 on
+    (its slot loaded by then); before the first, the first _AHEAD slots."""
+    cdef Py_ssize_t j
+    if i == 0:
+        for j in range(min(n, _AHEAD)):
+            _prefetch_slot(tracker, &keys[j])
+    if i + _AHEAD < n:
+        _prefetch_slot(tracker, &keys[i + _AHEAD])
+    if i + _AHEAD // 2 < n:
+        _prefetch_entry(tracker, &keys[i + _AHEAD // 2])
+
+
 _REASON_NAMES = tuple([None] + [reason.name.lower() for reason in list(_spec.Reason)[1:]])
 
 
@@ -760,13 +775,8 @@ cdef class SourceTable(ShardedTable):
             classify(destination, &self._classes, &d)
             t = self._now(now)
             out = [False] * n
-            for i in range(min(n, _AHEAD)):
-                _prefetch_slot(self, &keys[i])
             for i in range(n):
-                if i + _AHEAD < n:
-                    _prefetch_slot(self, &keys[i + _AHEAD])
-                if i + _AHEAD // 2 < n:
-                    _prefetch_entry(self, &keys[i + _AHEAD // 2])
+                _prefetch_ahead(self, keys, i, n)
                 result = _accept_key(self, keys[i].hi, keys[i].lo, &d, t)
                 if (result & 1) != 0 or (result == 0 and not self._cfg.deny):
                     out[i] = True
@@ -794,13 +804,8 @@ cdef class SourceTable(ShardedTable):
         try:
             t = self._now(now)
             out = [False] * n
-            for i in range(min(n, _AHEAD)):
-                _prefetch_slot(self, &keys[i])
             for i in range(n):
-                if i + _AHEAD < n:
-                    _prefetch_slot(self, &keys[i + _AHEAD])
-                if i + _AHEAD // 2 < n:
-                    _prefetch_entry(self, &keys[i + _AHEAD // 2])
+                _prefetch_ahead(self, keys, i, n)
                 result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, -1, -1)
                 if result != 0:
                     out[i] = True
