@@ -141,7 +141,7 @@ class _GuardAPI(_GuardBase):
         self._tracker, self._bans = tracker, bans
         # The ban table's own method, bound once: the lookup is the core's,
         # with no Python frame in front of it (unless a subclass overrides it).
-        if type(self).is_banned is Guard.is_banned:
+        if type(self).is_banned is _GuardAPI.is_banned:
             self.is_banned = bans.is_banned  # type: ignore[method-assign]
         self._limiter = limiter or None
         self._enforce = bool(enforce)
