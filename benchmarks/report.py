@@ -43,6 +43,12 @@ def main(path: str) -> None:
             extra.append(f"\nTracker.accept_many + close_many in chunks of 256 over "
                          f"{info['sources']:,} sources: {b:.0f} ns per pair, against {p:.0f} ns "
                          f"for accept + close one by one ({p / b:.1f}x).")
+        elif info.get("kind") == "guard_batch":
+            b, p, d = info["batch_ns"], info["pair_ns"], info["default_limiter_ns"]
+            extra.append(f"\nGuard over 1,000,000 sources, its limiter sized to them: "
+                         f"accept_many + close_many in chunks of 256 {b:.0f} ns per pair, one "
+                         f"by one {p:.0f} ns ({p / b:.1f}x); one by one with the default "
+                         f"limiter (100,000 netblocks) {d:.0f} ns.")
         elif info.get("kind") == "guard_accept":
             g, t = info["guard_bans_ns"], info["tracker_ns"]
             extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "

@@ -74,6 +74,44 @@ def test_guard_handle_pair_1k_sources(benchmark: Any) -> None:
                                     keyed_ns=round(ns["keyed"], 1))
 
 
+CHUNK = 256   # sources per accept_many / close_many call
+
+
+def test_guard_batch_and_limiter_capacity_1m_sources(benchmark: Any) -> None:
+    """A Guard over 1,000,000 sources, the limiter sized to them: accept_many
+    + close_many in chunks against accept + close one by one; and one by one
+    with the default limiter (100,000 netblocks: past that each new source
+    evicts one)."""
+    count = 1_000_000
+    sources = ipv4_sources(count)
+
+    def guard(limiter_capacity: int) -> Any:
+        limiter = connguard.RateLimiter(rate=1e6, burst=1e6, capacity=limiter_capacity)
+        return connguard.Guard(tracker=connguard.Tracker(capacity=count), limiter=limiter)
+
+    batched, single, default = guard(count), guard(count), guard(100_000)
+
+    def batch_run(batch: list[str]) -> None:
+        accept_many, close_many = batched.accept_many, batched.close_many
+        for i in range(0, len(batch), CHUNK):
+            chunk = batch[i:i + CHUNK]
+            accept_many(chunk, DESTINATION)
+            close_many(chunk)
+
+    runs = {"batch": batch_run, "pair": pair_loop(single.accept, single.close),
+            "default_limiter": pair_loop(default.accept, default.close)}
+    for run in runs.values():
+        run(sources)
+    benchmark.group = "guard batch x1000000"
+    ns = interleave(benchmark, batch_run, batches(sources, BATCH),
+                    {name: (runs[name], batches(sources, BATCH))
+                     for name in ("pair", "default_limiter")}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(kind="guard_batch", batch_ns=round(ns["compiled"], 1),
+                                    pair_ns=round(ns["pair"], 1),
+                                    default_limiter_ns=round(ns["default_limiter"], 1))
+
+
 def test_guard_accept_only_1k_sources(benchmark: Any) -> None:
     """The ban check's cost on accept alone (connections stay open: counts only grow)."""
     sources = ipv4_sources(1_000)

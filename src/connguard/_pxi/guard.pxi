@@ -90,11 +90,15 @@ cdef class GuardTable:
         cdef int code
         cdef list out
         try:
+            if self._buckets is not None:               # the limiter's hashes, to prefetch
+                for i in range(n):
+                    keys[i].h2 = key_hash(keys[i].hi ^ _LIMIT_SALT, keys[i].lo,
+                                          self._buckets._seed)
             classify(destination, &tracker._classes, &d)
             t = tracker._now(now)
             out = [None] * n
             for i in range(n):
-                _prefetch_ahead(tracker, keys, i, n)
+                _prefetch_ahead(tracker, self._buckets, keys, i, n)
                 code = self._judge(batch[i], keys[i].hi, keys[i].lo, &d, now, t)
                 CG_COUNT(self._count_at(code))
                 out[i] = self._verdicts[code]

@@ -382,7 +382,8 @@ _accept_key = tracker_accept
 cdef struct Keyed:
     uint64_t hi                   # a source's netblock key
     uint64_t lo
-    uint64_t h                    # its hash
+    uint64_t h                    # its hash in the tracker
+    uint64_t h2                   # in a Guard's batch, its hash in the limiter
 
 
 cdef enum:
@@ -398,50 +399,58 @@ cdef list batch_of(object sources):
     return list(sources)
 
 
-cdef inline void _prefetch_slot(SourceTable tracker, const Keyed* k) noexcept:
-    """Start loading the index slot of ``k``'s key.
+cdef inline void _prefetch_slot(ShardedTable table, uint64_t h) noexcept:
+    """Start loading the index slot of the key hashed ``h``.
 
     Only under the GIL: there nothing replaces the table's index while this
     reads where it is, outside the shard lock (free-threaded builds skip it).
     """
     cdef Table* t
     if not CG_SHARD_LOCKS:
-        t = &tracker._tables[k.h & tracker._shard_mask]
+        t = &table._tables[h & table._shard_mask]
         if t.index != NULL:
-            CG_PREFETCH(t.index + ((<uint32_t>(k.h >> 8)) & t.index_mask))
+            CG_PREFETCH(t.index + ((<uint32_t>(h >> 8)) & t.index_mask))
 
 
-cdef inline void _prefetch_entry(SourceTable tracker, const Keyed* k) noexcept:
-    """Start loading the entry ``k``'s index slot points at (its first probe),
-    every cache line it touches (two or three: entries are not line-aligned);
-    under the GIL only, as _prefetch_slot."""
+cdef inline void _prefetch_entry(ShardedTable table, uint64_t h) noexcept:
+    """Start loading the entry the key hashed ``h`` finds at its index slot
+    (its first probe), every cache line of it (entries are not line-aligned:
+    a tracker's spans two or three); under the GIL only, as _prefetch_slot."""
     cdef Table* t
     cdef uint32_t ix
     cdef const char* e
     if not CG_SHARD_LOCKS:
-        t = &tracker._tables[k.h & tracker._shard_mask]
+        t = &table._tables[h & table._shard_mask]
         if t.index != NULL:
-            ix = t.index[(<uint32_t>(k.h >> 8)) & t.index_mask]
+            ix = t.index[(<uint32_t>(h >> 8)) & t.index_mask]
             if ix:
                 e = <const char*>table_at(t, ix - 1)
                 CG_PREFETCH(e)
-                CG_PREFETCH(e + 64)
-                CG_PREFETCH(e + sizeof(Entry) - 1)
+                if t.esize > 64:
+                    CG_PREFETCH(e + 64)
+                CG_PREFETCH(e + t.esize - 1)
 
 
-cdef inline void _prefetch_ahead(SourceTable tracker, const Keyed* keys, Py_ssize_t i,
-                                 Py_ssize_t n) noexcept:
+cdef inline void _prefetch_ahead(SourceTable tracker, ShardedTable limiter, const Keyed* keys,
+                                 Py_ssize_t i, Py_ssize_t n) noexcept:
     """Before a batch handles source ``i`` of ``n``: start loading the index
     slot of the source _AHEAD on and the entry of the one _AHEAD // 2 on
-    (its slot loaded by then); before the first, the first _AHEAD slots."""
+    (its slot loaded by then); before the first, the first _AHEAD slots. The
+    same in a Guard's ``limiter`` (None: none), by the keys' second hash."""
     cdef Py_ssize_t j
     if i == 0:
         for j in range(min(n, _AHEAD)):
-            _prefetch_slot(tracker, &keys[j])
+            _prefetch_slot(tracker, keys[j].h)
+            if limiter is not None:
+                _prefetch_slot(limiter, keys[j].h2)
     if i + _AHEAD < n:
-        _prefetch_slot(tracker, &keys[i + _AHEAD])
+        _prefetch_slot(tracker, keys[i + _AHEAD].h)
+        if limiter is not None:
+            _prefetch_slot(limiter, keys[i + _AHEAD].h2)
     if i + _AHEAD // 2 < n:
-        _prefetch_entry(tracker, &keys[i + _AHEAD // 2])
+        _prefetch_entry(tracker, keys[i + _AHEAD // 2].h)
+        if limiter is not None:
+            _prefetch_entry(limiter, keys[i + _AHEAD // 2].h2)
 
 
 _REASON_NAMES = tuple([None] + [reason.name.lower() for reason in list(_spec.Reason)[1:]])
@@ -776,7 +785,7 @@ cdef class SourceTable(ShardedTable):
             t = self._now(now)
             out = [False] * n
             for i in range(n):
-                _prefetch_ahead(self, keys, i, n)
+                _prefetch_ahead(self, None, keys, i, n)
                 result = _accept_key(self, keys[i].hi, keys[i].lo, &d, t)
                 if (result & 1) != 0 or (result == 0 and not self._cfg.deny):
                     out[i] = True
@@ -805,7 +814,7 @@ cdef class SourceTable(ShardedTable):
             t = self._now(now)
             out = [False] * n
             for i in range(n):
-                _prefetch_ahead(self, keys, i, n)
+                _prefetch_ahead(self, None, keys, i, n)
                 result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, -1, -1)
                 if result != 0:
                     out[i] = True
