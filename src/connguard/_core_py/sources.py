@@ -47,6 +47,7 @@ from .table import Header, ShardedTable, Table, table_flags_changed
 if TYPE_CHECKING:
     from .guard import GuardTable
 
+
 def batch_of(sources: Iterable[Source]) -> list[Source]:
     """A batch's sources as a list; one str or bytes is a TypeError, not a
     batch of characters."""

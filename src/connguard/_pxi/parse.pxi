@@ -252,8 +252,8 @@ cdef int _parse_v6_text(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* 
 
 # Called through a pointer, never directly, so that the compiler cannot
 # inline the IPv6 parser into parse_source_bytes: its registers and stack
-# would then be set up on every IPv4 call too (callgrind: +12 instructions
-# an IPv4 pair).
+# would then be set up on every IPv4 call too (callgrind: inlined, an IPv4
+# pair cost 28 instructions more, an IPv6 pair 21 fewer).
 cdef int (*_parse_v6_fn)(const uint8_t*, Py_ssize_t, uint64_t*, uint64_t*) noexcept nogil
 _parse_v6_fn = _parse_v6_text
 
