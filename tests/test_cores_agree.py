@@ -132,9 +132,13 @@ def test_batches_agree_with_each_other_and_with_single_calls(
         if name == "accept_many":
             results = [t.accept_many(batch, destination, now=now) for t in (compiled, pure)]
             expected = [[t.accept(s, destination, now=now) for s in batch] for t in singles]
-        elif name == "close_many":
-            results = [t.close_many(iter(batch), now=now) for t in (compiled, pure)]
-            expected = [[t.close(s, now=now) for s in batch] for t in singles]
+        elif name == "close_many":                 # di picks the bytes, or none
+            sent = [BYTES[(di + k) % len(BYTES)] for k in range(len(batch))] if di % 2 else None
+            received = [BYTES[(di * 3 + k) % len(BYTES)] for k in range(len(batch))]
+            results = [t.close_many(iter(batch), now=now, sent=sent, received=received)
+                       for t in (compiled, pure)]
+            expected = [[t.close(s, now=now, sent=sent[k] if sent else None, received=received[k])
+                         for k, s in enumerate(batch)] for t in singles]
         else:                                   # one by one on every tracker
             results = [[getattr(t, name)(s, *((destination,) if name == "accept" else ()),
                                          now=now) for s in batch] for t in (compiled, pure)]

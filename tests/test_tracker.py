@@ -346,6 +346,22 @@ def test_a_bad_source_in_a_batch_counts_nothing(make_tracker: Make, bad: object,
     assert t.stats("192.0.2.1").active == 1
 
 
+def test_batch_closes_carry_bytes_checked_first(make_tracker: Make) -> None:
+    t = make_tracker()
+    sources = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    t.accept_many(sources, "mx.example:25", now=1.0)
+    before = counts(t)
+    for sent, received, error, match in (
+            ([1, 2], None, ValueError, r"^sent has 2 entries for 3 sources"),
+            ([1, 2, -3], None, ValueError, r"^sent\[2\] must be >= 0"),
+            (None, [0, "9", 0], TypeError, r"^received\[1\] must be an int or None")):
+        with pytest.raises(error, match=match):
+            t.close_many(sources, now=2.0, sent=sent, received=received)
+    assert counts(t) == before
+    assert t.close_many(sources, now=2.0, sent=[100, None, 5], received=(0, 0, None)) == [True] * 3
+    assert counts(t)["active_connections"] == 0
+
+
 @pytest.mark.parametrize("one", ["192.0.2.1", b"192.0.2.1"])
 def test_one_source_is_not_a_batch(make_tracker: Make, one: object) -> None:
     t = make_tracker()

@@ -78,9 +78,11 @@ class GuardTable:
             out.append(self._verdicts[code])
         return out
 
-    def close_many(self, sources: Iterable[Source], now: float | None = None) -> list[bool]:
+    def close_many(self, sources: Iterable[Source], now: float | None = None, *,
+                   sent: Iterable[int | None] | None = None,
+                   received: Iterable[int | None] | None = None) -> list[bool]:
         """Count a closed connection from each source, as Tracker.close_many."""
-        return self._sources._close_many(sources, now, self)
+        return self._sources._close_many(sources, now, sent, received, self)
 
     def _decide(self, source: Source, destination: str | None,
                 now: float | None) -> tuple[int, tuple[int, int, int]]:

@@ -57,6 +57,17 @@ def batch_of(sources: Iterable[Source]) -> list[Source]:
     return list(sources)
 
 
+def _bytes_column(n: int, name: str, column: Iterable[int | None] | None) -> list[int]:
+    """A batch's ``name`` bytes (-1: unknown) from ``column``: None (unknown)
+    or one count (int >= 0, or None) per source."""
+    if column is None:
+        return [-1] * n
+    counts = batch_of(column)  # type: ignore[arg-type]
+    if len(counts) != n:
+        raise ValueError(f"{name} has {len(counts)} entries for {n} sources")
+    return [_bytes_arg(f"{name}[{i}]", value) for i, value in enumerate(counts)]
+
+
 # Plain ints: IntFlag arithmetic would cost on every accept.
 _FLOOD = int(Pattern.CONN_FLOOD)
 _RATE = int(Pattern.CONN_RATE)
@@ -440,21 +451,31 @@ class SourceTable(ShardedTable):
                 self._on_finding(source, result >> 8 & 0xFF, t)
         return out
 
-    def close_many(self, sources: Iterable[Source], now: float | None = None) -> list[bool]:
-        """Count a closed connection from each source, in order, at one time
-        (bytes unknown); return what close would have returned for each.
-        Parsed first, as accept_many."""
-        return self._close_many(sources, now, None)
+    def close_many(self, sources: Iterable[Source], now: float | None = None, *,
+                   sent: Iterable[int | None] | None = None,
+                   received: Iterable[int | None] | None = None) -> list[bool]:
+        """Count a closed connection from each source, in order, at one time;
+        return what close would have returned for each.
+
+        ``sent`` and ``received`` are None (unknown) or one byte count per
+        source (an int >= 0, or None). Everything is checked before anything
+        is counted, as in accept_many: a bad count raises naming its
+        position (``sent[3]``).
+        """
+        return self._close_many(sources, now, sent, received, None)
 
     def _close_many(self, sources: Iterable[Source], now: float | None,
+                    sent: Iterable[int | None] | None, received: Iterable[int | None] | None,
                     guard: GuardTable | None) -> list[bool]:
         """close_many; a Guard's batch tells its ``guard`` of raised patterns."""
         batch = batch_of(sources)
         keys = self._keyed(batch)
+        n_sent = _bytes_column(len(batch), "sent", sent)
+        n_received = _bytes_column(len(batch), "received", received)
         t = self._now(now)
         out = []
-        for source, (hi, lo) in zip(batch, keys, strict=True):
-            result = tracker_close_key(self, hi, lo, t, -1, -1, -1)
+        for source, (hi, lo), s, r in zip(batch, keys, n_sent, n_received, strict=True):
+            result = tracker_close_key(self, hi, lo, t, -1, s, r)
             out.append(result != 0)
             if result >> 8:                        # no lock is held here
                 if guard is not None:

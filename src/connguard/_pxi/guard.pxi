@@ -107,9 +107,9 @@ cdef class GuardTable:
             free(keys)
 
     @cython.binding(False)
-    def close_many(self, sources, now=None):
+    def close_many(self, sources, now=None, *, sent=None, received=None):
         """Count a closed connection from each source, as Tracker.close_many."""
-        return self._sources._close_many(sources, now, self)
+        return self._sources._close_many(sources, now, sent, received, self)
 
     cdef inline int _decide(self, object source, object destination, object now,
                             uint64_t* key_hi, uint64_t* key_lo, Destination* dest) except -1:

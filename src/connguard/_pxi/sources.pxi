@@ -384,6 +384,8 @@ cdef struct Keyed:
     uint64_t lo
     uint64_t h                    # its hash in the tracker
     uint64_t h2                   # in a Guard's batch, its hash in the limiter
+    int64_t sent                  # a close's bytes; -1: unknown
+    int64_t received
 
 
 cdef enum:
@@ -397,6 +399,26 @@ cdef list batch_of(object sources):
         raise TypeError(f"sources must be an iterable of sources, not one "
                         f"{type(sources).__name__}")
     return list(sources)
+
+
+cdef int _bytes_column(Keyed* keys, Py_ssize_t n, str name, object column) except -1:
+    """Set a batch's ``name`` ("sent" or "received") bytes from ``column``:
+    None (unknown) or one count (int >= 0, or None) per source."""
+    cdef Py_ssize_t i
+    cdef int64_t value
+    cdef bint is_sent = name == "sent"
+    if column is None:
+        return 0
+    counts = batch_of(column)
+    if len(counts) != n:
+        raise ValueError(f"{name} has {len(counts)} entries for {n} sources")
+    for i in range(n):
+        value = _bytes_arg(f"{name}[{i}]", counts[i])
+        if is_sent:
+            keys[i].sent = value
+        else:
+            keys[i].received = value
+    return 0
 
 
 cdef inline void _prefetch_slot(ShardedTable table, uint64_t h) noexcept:
@@ -796,13 +818,19 @@ cdef class SourceTable(ShardedTable):
             free(keys)
 
     @cython.binding(False)
-    def close_many(self, sources, now=None):
-        """Count a closed connection from each source, in order, at one time
-        (bytes unknown); return what close would have returned for each.
-        Parsed first, as accept_many."""
-        return self._close_many(sources, now, None)
+    def close_many(self, sources, now=None, *, sent=None, received=None):
+        """Count a closed connection from each source, in order, at one time;
+        return what close would have returned for each.
 
-    cdef list _close_many(self, object sources, object now, GuardTable guard):
+        ``sent`` and ``received`` are None (unknown) or one byte count per
+        source (an int >= 0, or None). Everything is checked before anything
+        is counted, as in accept_many: a bad count raises naming its
+        position (``sent[3]``).
+        """
+        return self._close_many(sources, now, sent, received, None)
+
+    cdef list _close_many(self, object sources, object now, object sent, object received,
+                          GuardTable guard):
         """close_many; a Guard's batch tells its ``guard`` of raised patterns."""
         cdef list batch = batch_of(sources)
         cdef Py_ssize_t i, n = len(batch)
@@ -811,11 +839,14 @@ cdef class SourceTable(ShardedTable):
         cdef int result
         cdef list out
         try:
+            _bytes_column(keys, n, "sent", sent)
+            _bytes_column(keys, n, "received", received)
             t = self._now(now)
             out = [False] * n
             for i in range(n):
                 _prefetch_ahead(self, None, keys, i, n)
-                result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, -1, -1)
+                result = _close_key(self, keys[i].hi, keys[i].lo, t, -1, keys[i].sent,
+                                    keys[i].received)
                 if result != 0:
                     out[i] = True
                 if result > 0xFF:                        # no lock is held here
@@ -837,6 +868,7 @@ cdef class SourceTable(ShardedTable):
             for i in range(n):
                 self._key(batch[i], &keys[i].hi, &keys[i].lo)
                 keys[i].h = key_hash(keys[i].hi, keys[i].lo, self._seed)
+                keys[i].sent = keys[i].received = -1
         except (TypeError, ValueError) as exc:
             free(keys)
             raise type(exc)(f"sources[{i}]: {exc}") from None
