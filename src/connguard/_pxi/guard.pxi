@@ -63,7 +63,6 @@ cdef class GuardTable:
         conn.source = source
         conn._owner = self
         conn._tracker = <PyObject*>self._sources
-        conn._by_guard = True
         conn._cls = d.cls
         conn._code = code
         conn._open = code < VERDICT_REFUSED

@@ -505,7 +505,6 @@ cdef class Connection:
     # The owner's SourceTable, borrowed: the owner holds it for its lifetime
     # (a GuardTable's _sources is written once), and the handle holds the owner.
     cdef PyObject* _tracker
-    cdef bint _by_guard           # _owner is a GuardTable
     cdef uint64_t _hi, _lo        # the netblock key
     cdef int _cls                 # the destination's class
     cdef int _code                # the verdict code
@@ -544,7 +543,7 @@ cdef class Connection:
             return False
         counted = _close_key(tracker, self._hi, self._lo, t, self._cls, n_sent, n_received)
         if counted >> 8:                          # no lock is held here
-            if self._by_guard:
+            if isinstance(self._owner, GuardTable):
                 (<GuardTable>self._owner)._announce(self.source, counted, t)
             elif tracker._on_finding is not None:
                 tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
