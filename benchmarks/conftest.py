@@ -41,6 +41,24 @@ def _compiled_core_in_use() -> None:
     assert connguard.COMPILED, "benchmarks need the compiled core"
 
 
+#: sources per accept_many / close_many call in the batch benchmarks
+CHUNK = 256
+
+
+def chunked_pairs(target: Any, destination: str) -> Callable[[list[str]], None]:
+    """A run that passes its sources through ``target.accept_many`` and
+    ``close_many`` (a Tracker or a Guard), CHUNK at a time."""
+
+    def run(batch: list[str]) -> None:
+        accept_many, close_many = target.accept_many, target.close_many
+        for i in range(0, len(batch), CHUNK):
+            chunk = batch[i:i + CHUNK]
+            accept_many(chunk, destination)
+            close_many(chunk)
+
+    return run
+
+
 def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     """Yield ``size``-long slices that walk through all of ``items`` in turn."""
     cycle = itertools.cycle(items)

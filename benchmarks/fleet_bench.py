@@ -31,64 +31,20 @@ import argparse
 import logging
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from connguard import BanManager
 from connguard.fleet.redis import RedisFleet
 
-
-class Server:
-    """A redis-server on 127.0.0.1, no RDB or AOF, restartable on its port."""
-
-    def __init__(self, workdir: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("fleet_bench: no redis-server on PATH (apt-get install redis-server), "
-                     "or pass --redis URL")
-        self.binary = binary
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.01)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10.0)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10.0)
+# The fleet tests' server runner, from the checkout this script runs in.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.redis_server import RedisServer  # noqa: E402
 
 
 class Pair:
@@ -156,7 +112,7 @@ def propagation(url: str, rate: float, seconds: float) -> dict[str, float]:
         pair.stop()
 
 
-def restart(server: Server, rate: float, outage: float) -> dict[str, float]:
+def restart(server: RedisServer, rate: float, outage: float) -> dict[str, float]:
     pair = Pair(server.url, f"bench:{os.urandom(4).hex()}")
     peak = [0]
     sampling = threading.Event()
@@ -205,7 +161,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as workdir:
         server = None
         if args.redis is None:
-            server = Server(workdir)
+            if shutil.which("redis-server") is None:
+                sys.exit("fleet_bench: no redis-server on PATH (apt-get install redis-server), "
+                         "or pass --redis URL")
+            server = RedisServer(Path(workdir))
             server.start()
         try:
             url = args.redis or (server.url if server else "")

@@ -49,6 +49,10 @@ def main(path: str) -> None:
                          f"accept_many + close_many in chunks of 256 {b:.0f} ns per pair, one "
                          f"by one {p:.0f} ns ({p / b:.1f}x); one by one with the default "
                          f"limiter (100,000 netblocks) {d:.0f} ns.")
+        elif info.get("kind") == "connection":
+            extra.append(f"\nconnguard.connection() with a Guard listening (a handle): "
+                         f"{info['handle_ns'] / 1000:.2f} us a pair; through events "
+                         f"{info['events_ns'] / 1000:.2f} us.")
         elif info.get("kind") == "guard_accept":
             g, t = info["guard_bans_ns"], info["tracker_ns"]
             extra.append(f"\nGuard.accept alone: {g:.0f} ns with the ban check, "

@@ -14,7 +14,7 @@ from typing import Any
 import connguard
 
 from .baselines.ngit_tracker import NgitTracker
-from .conftest import BATCH, batches, interleave, ipv4_sources
+from .conftest import BATCH, batches, chunked_pairs, interleave, ipv4_sources
 
 DESTINATION = "www.example.com:443"
 ROUNDS = 25
@@ -75,9 +75,6 @@ def test_guard_handle_pair_1k_sources(benchmark: Any) -> None:
                                     keyed_ns=round(ns["keyed"], 1))
 
 
-CHUNK = 256   # sources per accept_many / close_many call
-
-
 def test_guard_batch_and_limiter_capacity_1m_sources(benchmark: Any) -> None:
     """A Guard over 1,000,000 sources, the limiter sized to them: accept_many
     + close_many in chunks against accept + close one by one; and one by one
@@ -92,13 +89,7 @@ def test_guard_batch_and_limiter_capacity_1m_sources(benchmark: Any) -> None:
 
     batched, single, default = guard(count), guard(count), guard(100_000)
 
-    def batch_run(batch: list[str]) -> None:
-        accept_many, close_many = batched.accept_many, batched.close_many
-        for i in range(0, len(batch), CHUNK):
-            chunk = batch[i:i + CHUNK]
-            accept_many(chunk, DESTINATION)
-            close_many(chunk)
-
+    batch_run = chunked_pairs(batched, DESTINATION)
     runs = {"batch": batch_run, "pair": pair_loop(single.accept, single.close),
             "default_limiter": pair_loop(default.accept, default.close)}
     for run in runs.values():
@@ -111,6 +102,31 @@ def test_guard_batch_and_limiter_capacity_1m_sources(benchmark: Any) -> None:
         benchmark.extra_info.update(kind="guard_batch", batch_ns=round(ns["compiled"], 1),
                                     pair_ns=round(ns["pair"], 1),
                                     default_limiter_ns=round(ns["default_limiter"], 1))
+
+
+def test_connection_with_a_guard_listening_1k_sources(benchmark: Any) -> None:
+    """``with connguard.connection(...)`` when the listener is a Guard (it opens a
+    handle) against the same Guard behind a plain callable (events)."""
+    sources = ipv4_sources(1_000)
+    guard = connguard.Guard(limiter=False)
+
+    def via(listener: Any) -> Callable[[list[str]], None]:
+        def run(batch: list[str]) -> None:
+            connguard.set_listener(listener)
+            for source in batch:
+                with connguard.connection(source, DESTINATION):
+                    pass
+            connguard.set_listener(None)
+        return run
+
+    handle_run, event_run = via(guard), via(lambda event: guard(event))
+    handle_run(sources)
+    benchmark.group = "connection() x1000"
+    ns = interleave(benchmark, handle_run, batches(sources, BATCH),
+                    {"events": (event_run, batches(sources, BATCH))}, ROUNDS)
+    if ns is not None:
+        benchmark.extra_info.update(kind="connection", handle_ns=round(ns["compiled"], 1),
+                                    events_ns=round(ns["events"], 1))
 
 
 def test_guard_accept_only_1k_sources(benchmark: Any) -> None:

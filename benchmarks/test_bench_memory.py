@@ -14,7 +14,7 @@ import pytest
 
 import connguard
 
-from .conftest import ipv4_sources
+from .conftest import chunked_pairs, ipv4_sources
 
 BUDGET = 128
 
@@ -34,10 +34,7 @@ def test_memory_per_source_at_capacity(benchmark: Any, capacity: int) -> None:
     def fill() -> None:
         before = resident_bytes()
         tracker = connguard.Tracker(capacity=capacity)
-        for i in range(0, len(sources), 4096):  # in batches: the figure, sooner
-            batch = sources[i:i + 4096]
-            tracker.accept_many(batch, "mx.example:25")
-            tracker.close_many(batch)
+        chunked_pairs(tracker, "mx.example:25")(sources)    # in batches: the figure, sooner
         holder.update(tracker=tracker, rss=resident_bytes() - before)
 
     benchmark.group = "memory"

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import BATCH, IMPLEMENTATIONS, batches, interleave, ipv4_sources, ipv6_sources
+from .conftest import (
+    BATCH,
+    IMPLEMENTATIONS,
+    batches,
+    chunked_pairs,
+    interleave,
+    ipv4_sources,
+    ipv6_sources,
+)
 
 DESTINATION = "www.example.com:443"
 CASES = [("ipv4", 1), ("ipv4", 1_000), ("ipv4", 100_000), ("ipv4", 1_000_000), ("ipv6", 1_000)]
@@ -54,9 +62,6 @@ def test_accept_close_pair(benchmark: Any, family: str, count: int) -> None:
                                     **{f"{impl}_ns": round(v, 1) for impl, v in ns.items()})
 
 
-CHUNK = 256   # sources per accept_many / close_many call
-
-
 @pytest.mark.parametrize("count", [1_000, 1_000_000, 4_000_000],
                          ids=["ipv4-1000", "ipv4-1000000", "ipv4-4000000"])
 def test_batch_pairs(benchmark: Any, count: int) -> None:
@@ -65,13 +70,7 @@ def test_batch_pairs(benchmark: Any, count: int) -> None:
     sources = ipv4_sources(count)
     batched, single = (IMPLEMENTATIONS["compiled"](max(count, 1_000)) for _ in range(2))
 
-    def batch_run(batch: list[str]) -> None:
-        accept_many, close_many = batched.accept_many, batched.close_many
-        for i in range(0, len(batch), CHUNK):
-            chunk = batch[i:i + CHUNK]
-            accept_many(chunk, DESTINATION)
-            close_many(chunk)
-
+    batch_run = chunked_pairs(batched, DESTINATION)
     pair_run = pair_loop(single)
     batch_run(sources)                          # every source tracked before timing
     pair_run(sources)
