@@ -47,26 +47,12 @@ cdef class GuardTable:
     @cython.binding(False)
     def accept(self, source, destination="", now=None):
         """Check and count an accepted connection; return its verdict."""
-        cdef uint64_t hi, lo
-        cdef Destination d
-        cdef int code = self._decide(source, destination, now, &hi, &lo, &d)
-        CG_COUNT(self._count_at(code))
-        return self._verdicts[code]
+        return guard_accept(self, source, destination, now)
 
     @cython.binding(False)
     def open(self, source, destination="", now=None):
         """Check and count an accepted connection as accept does; return its Connection."""
-        cdef Connection conn = Connection.__new__(Connection)
-        cdef Destination d
-        cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
-        CG_COUNT(self._count_at(code))
-        conn.source = source
-        conn._owner = self
-        conn._tracker = <PyObject*>self._sources
-        conn._cls = d.cls
-        conn._code = code
-        conn._open = code < VERDICT_REFUSED
-        return conn
+        return guard_open(self, source, destination, now)
 
     @cython.binding(False)
     def accept_many(self, sources, destination="", now=None):
@@ -185,9 +171,39 @@ cdef class GuardTable:
     @cython.binding(False)
     def close(self, source, now=None, *, sent=None, received=None, destination=None):
         """Count a closed connection; return False when there was none to close."""
-        cdef double t
-        cdef int counted = tracker_close(self._sources, source, now, sent, received,
-                                         destination, &t)
-        if counted >> 8:
-            self._announce(source, counted, t)
-        return counted != 0
+        return guard_close(self, source, now, sent, received, destination)
+
+
+cdef inline object guard_accept(GuardTable self, object source, object destination, object now):
+    """GuardTable.accept."""
+    cdef uint64_t hi, lo
+    cdef Destination d
+    cdef int code = self._decide(source, destination, now, &hi, &lo, &d)
+    CG_COUNT(self._count_at(code))
+    return self._verdicts[code]
+
+
+cdef inline object guard_open(GuardTable self, object source, object destination, object now):
+    """GuardTable.open."""
+    cdef Connection conn = Connection.__new__(Connection)
+    cdef Destination d
+    cdef int code = self._decide(source, destination, now, &conn._hi, &conn._lo, &d)
+    CG_COUNT(self._count_at(code))
+    conn.source = source
+    conn._owner = self
+    conn._tracker = <PyObject*>self._sources
+    conn._cls = d.cls
+    conn._code = code
+    conn._open = code < VERDICT_REFUSED
+    return conn
+
+
+cdef inline object guard_close(GuardTable self, object source, object now, object sent,
+                               object received, object destination):
+    """GuardTable.close."""
+    cdef double t
+    cdef int counted = tracker_close(self._sources, source, now, sent, received,
+                                     destination, &t)
+    if counted >> 8:
+        self._announce(source, counted, t)
+    return counted != 0

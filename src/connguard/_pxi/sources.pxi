@@ -531,23 +531,7 @@ cdef class Connection:
     @cython.binding(False)
     def close(self, sent=None, received=None, now=None):
         """Count the close once; False when closed already or refused."""
-        cdef int64_t n_sent = -1, n_received = -1
-        cdef int counted
-        if sent is not None:
-            n_sent = _bytes_arg("sent", sent)
-        if received is not None:
-            n_received = _bytes_arg("received", received)
-        cdef SourceTable tracker = <SourceTable>self._tracker
-        cdef double t = tracker._now(now)         # may raise: read before the flag
-        if not cg_take(&self._open):
-            return False
-        counted = _close_key(tracker, self._hi, self._lo, t, self._cls, n_sent, n_received)
-        if counted >> 8:                          # no lock is held here
-            if isinstance(self._owner, GuardTable):
-                (<GuardTable>self._owner)._announce(self.source, counted, t)
-            elif tracker._on_finding is not None:
-                tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
-        return True
+        return connection_close(self, sent, received, now)
 
     def __enter__(self):
         return self
@@ -644,6 +628,76 @@ cdef object _raw(Entry* e, Record* r, double now, const Config* cfg):
                     e.hosts_cur, e.hosts_prev, e.ports_cur, e.ports_prev)
 
 
+cdef inline object connection_close(Connection self, object sent, object received, object now):
+    """Connection.close."""
+    cdef int64_t n_sent = -1, n_received = -1
+    cdef int counted
+    if sent is not None:
+        n_sent = _bytes_arg("sent", sent)
+    if received is not None:
+        n_received = _bytes_arg("received", received)
+    cdef SourceTable tracker = <SourceTable>self._tracker
+    cdef double t = tracker._now(now)         # may raise: read before the flag
+    if not cg_take(&self._open):
+        return False
+    counted = _close_key(tracker, self._hi, self._lo, t, self._cls, n_sent, n_received)
+    if counted >> 8:                          # no lock is held here
+        if isinstance(self._owner, GuardTable):
+            (<GuardTable>self._owner)._announce(self.source, counted, t)
+        elif tracker._on_finding is not None:
+            tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
+    return True
+
+
+cdef inline object source_accept(SourceTable self, object source, object destination, object now):
+    """SourceTable.accept."""
+    cdef uint64_t hi, lo
+    cdef Destination d
+    cdef int result
+    self._key(source, &hi, &lo)
+    classify(destination, &self._classes, &d)
+    cdef double t = self._now(now)
+    result = tracker_accept(self, hi, lo, &d, t)
+    # Bits above the first byte mean a pattern was raised ("first" bits
+    # are always raised ones too).
+    if result > 0xFF and self._on_finding is not None:
+        self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
+    return (result & 1) != 0 or (result == 0 and not self._cfg.deny)
+
+
+cdef inline object source_open(SourceTable self, object source, object destination, object now):
+    """SourceTable.open."""
+    cdef Connection conn = Connection.__new__(Connection)
+    cdef Destination d
+    cdef int result
+    self._key(source, &conn._hi, &conn._lo)
+    classify(destination, &self._classes, &d)
+    cdef double t = self._now(now)
+    result = tracker_accept(self, conn._hi, conn._lo, &d, t)
+    conn.source = source
+    conn._owner = self
+    conn._tracker = <PyObject*>self
+    conn._cls = d.cls
+    if result & 1 or (result == 0 and not self._cfg.deny):
+        conn._open = 1
+        conn._code = REASON_FLOOD if result & _CAPPED else REASON_NONE
+    else:
+        conn._code = (REASON_FLOOD if result else REASON_OVERFLOW) + VERDICT_REFUSED
+    if result > 0xFF and self._on_finding is not None:
+        self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
+    return conn
+
+
+cdef inline object source_close(SourceTable self, object source, object now, object sent,
+                                object received, object destination):
+    """SourceTable.close."""
+    cdef double t
+    cdef int result = tracker_close(self, source, now, sent, received, destination, &t)
+    if result > 0xFF and self._on_finding is not None:
+        self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
+    return result != 0
+
+
 # The memory bar (<= 128 bytes per tracked source) is budgeted on this size.
 assert sizeof(Entry) == 112, sizeof(Entry)
 
@@ -731,41 +785,12 @@ cdef class SourceTable(ShardedTable):
     def accept(self, source, destination="", now=None):
         """Count an accepted connection; False only when it is refused: by
         overflow="deny", or at a Guard's max_open cap with enforce=True."""
-        cdef uint64_t hi, lo
-        cdef Destination d
-        cdef int result
-        self._key(source, &hi, &lo)
-        classify(destination, &self._classes, &d)
-        cdef double t = self._now(now)
-        result = tracker_accept(self, hi, lo, &d, t)
-        # Bits above the first byte mean a pattern was raised ("first" bits
-        # are always raised ones too).
-        if result > 0xFF and self._on_finding is not None:
-            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
-        return (result & 1) != 0 or (result == 0 and not self._cfg.deny)
+        return source_accept(self, source, destination, now)
 
     @cython.binding(False)
     def open(self, source, destination="", now=None):
         """Count an accepted connection as accept does; return its Connection."""
-        cdef Connection conn = Connection.__new__(Connection)
-        cdef Destination d
-        cdef int result
-        self._key(source, &conn._hi, &conn._lo)
-        classify(destination, &self._classes, &d)
-        cdef double t = self._now(now)
-        result = tracker_accept(self, conn._hi, conn._lo, &d, t)
-        conn.source = source
-        conn._owner = self
-        conn._tracker = <PyObject*>self
-        conn._cls = d.cls
-        if result & 1 or (result == 0 and not self._cfg.deny):
-            conn._open = 1
-            conn._code = REASON_FLOOD if result & _CAPPED else REASON_NONE
-        else:
-            conn._code = (REASON_FLOOD if result else REASON_OVERFLOW) + VERDICT_REFUSED
-        if result > 0xFF and self._on_finding is not None:
-            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
-        return conn
+        return source_open(self, source, destination, now)
 
     @cython.binding(False)
     def close(self, source, now=None, *, sent=None, received=None, destination=None):
@@ -774,11 +799,7 @@ cdef class SourceTable(ShardedTable):
         ``sent`` and ``received`` are the connection's bytes (None: unknown);
         with ``destination`` its bytes count for that destination's class.
         """
-        cdef double t
-        cdef int result = tracker_close(self, source, now, sent, received, destination, &t)
-        if result > 0xFF and self._on_finding is not None:
-            self._on_finding(source, (result >> 8) & 0xFF, t)     # no lock is held here
-        return result != 0
+        return source_close(self, source, now, sent, received, destination)
 
     @cython.binding(False)
     def accept_many(self, sources, destination="", now=None):
