@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -444,3 +445,37 @@ def test_replays_agree(both: tuple[type, type], config: dict[str, Any],
     for t in trackers:
         t.check_consistency()
         assert t.active_connections == 0           # every accepted flow was closed at the end
+
+
+def _around(t: float, steps: int = 2) -> list[float]:
+    """t and its ``steps`` neighbouring doubles on each side."""
+    out = [t]
+    for direction in (-math.inf, math.inf):
+        near = t
+        for _ in range(steps):
+            near = math.nextafter(near, direction)
+            out.append(near)
+    return out
+
+
+@pytest.mark.parametrize("window", [0.1, 0.3, 1 / 3, 2.5, 7.7, 1e-3])
+def test_window_buckets_agree_at_their_edges(both: tuple[type, type], window: float) -> None:
+    """Times on either side of bucket edges k * window (where the product and
+    the quotient round differently) roll the windows alike on both cores; so
+    do times so large that whole buckets lie between neighbouring doubles."""
+    edges = sorted({t for k in (1, 2, 3, 7, 1000, 10**6, 10**9)
+                    for t in _around(k * window)})
+    far = [t for k in range(4) for t in _around(1e14 + k * window)]
+    trackers = [cls(window=window, clock=lambda: 0.0, seed=5) for cls in both]
+    sources = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    for step, now in enumerate(edges + far):
+        for t in trackers:
+            # The first source comes at every time, the others now and then,
+            # so their last-seen times lag one bucket or more behind.
+            for i, source in enumerate(sources):
+                if step % (i + 1) == 0:
+                    t.accept(source, "mx.example:25", now=now)
+                    t.close(source, now=now)
+        compiled, pure = ([t.stats(s, now=now) for s in sources] + t.top(3, by="rate", now=now)
+                          for t in trackers)
+        assert compiled == pure, now

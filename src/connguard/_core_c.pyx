@@ -28,7 +28,7 @@ cimport cython
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.long cimport PyLong_Check
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from libc.math cimport INFINITY, floor, isfinite
+from libc.math cimport INFINITY, floor, isfinite, nextafter
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcpy, memset

@@ -39,14 +39,56 @@ cdef inline double fast_floor(double x) noexcept nogil:
     return floor(x)                              # already an integer, or huge
 
 
-cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
-    """Advance e's window buckets to ``now`` (now >= e.hdr.stamp)."""
+cdef double _first_time_in(double k, double window) noexcept nogil:
+    """The least time t with fast_floor(t / window) >= k.
+
+    k * window is within an ulp or two of it, on either side (the product
+    and the quotient each round), so step down from there until the bucket
+    is below k, then up until it is k. Correct because fast_floor(t /
+    window) never decreases as t grows: rounded division by a positive
+    number is monotonic, and so is floor.
+    """
+    cdef double t = k * window
+    while fast_floor(t / window) >= k:
+        t = nextafter(t, -INFINITY)
+    while fast_floor(t / window) < k:
+        t = nextafter(t, INFINITY)
+    return t
+
+
+cdef bint buckets_at(Buckets* b, double now, double window) noexcept nogil:
+    """Set ``b`` to the buckets around ``now``; False (b unchanged) when now
+    is so far out that whole buckets fall between neighbouring times."""
+    cdef double k = fast_floor(now / window)
+    if not -4503599627370496.0 < k < 4503599627370496.0:        # 2**52: k - 1 and k + 1 exact
+        return False
+    b.prev_start = _first_time_in(k - 1, window)
+    b.start = _first_time_in(k, window)
+    b.end = _first_time_in(k + 1, window)
+    return True
+
+
+cdef inline void roll(Entry* e, double now, double window, Buckets* b) noexcept nogil:
+    """Advance e's window buckets to ``now`` (now >= e.hdr.stamp).
+
+    How many buckets lie between the source's last-seen time and now is
+    floor(now / window) - floor(stamp / window), as _core_py computes it.
+    With ``b`` (the table's Buckets, or NULL) it is found by comparing the
+    two times with b's exact bucket bounds, reset only when now leaves b's
+    bucket, so the rolls of a table divide about once per window instead of
+    twice per call.
+    """
     cdef double gap
     if now == e.hdr.stamp:         # common: the coarse clock ticks every few ms
         return
-    gap = fast_floor(now / window) - fast_floor(e.hdr.stamp / window)
-    if gap == 0:
-        return
+    if b != NULL and (b.start <= now < b.end or buckets_at(b, now, window)):
+        if e.hdr.stamp >= b.start:                   # stamp <= now < end
+            return
+        gap = 1 if e.hdr.stamp >= b.prev_start else 2
+    else:
+        gap = fast_floor(now / window) - fast_floor(e.hdr.stamp / window)
+        if gap == 0:
+            return
     if gap == 1:
         memcpy(e.cls_prev, e.cls_cur, sizeof(e.cls_cur))
         e.hosts_prev = e.hosts_cur
@@ -60,7 +102,7 @@ cdef inline void roll(Entry* e, double now, double window) noexcept nogil:
     e.ports_cur = 0
 
 
-cdef inline double advance(Entry* e, double now, double window) noexcept nogil:
+cdef inline double advance(Entry* e, double now, double window, Buckets* b) noexcept nogil:
     """Move e to ``now``; return the time its update counts at.
 
     Time never runs back for a source: a step back of up to one window
@@ -77,7 +119,7 @@ cdef inline double advance(Entry* e, double now, double window) noexcept nogil:
         e.hosts_cur = e.hosts_prev = e.ports_cur = e.ports_prev = 0
         e.hdr.stamp = now
         return now
-    roll(e, now, window)
+    roll(e, now, window, b)
     e.hdr.stamp = now
     return now
 
@@ -122,7 +164,7 @@ cdef int table_accept(Table* self, uint64_t hi, uint64_t lo, uint64_t h, Destina
             over = _at_cap(self, e, hi, lo, d.cls, cfg)
             if over != _CAPPED or cfg.cap_refuses:
                 return over
-        now = advance(e, now, cfg.window)
+        now = advance(e, now, cfg.window, &self.buckets)
     before = e.hdr.patterns
     e.hdr.active += 1
     if e.hdr.active == 1:
@@ -247,7 +289,7 @@ cdef int table_close(Table* self, uint64_t hi, uint64_t lo, uint64_t h, double n
     e = <Entry*>table_find(self, hi, lo, h)
     if e == NULL or e.hdr.active == 0:
         return 0
-    now = advance(e, now, cfg.window)
+    now = advance(e, now, cfg.window, &self.buckets)
     before = e.hdr.patterns
     e.hdr.active -= 1
     self.active_connections -= 1
@@ -555,6 +597,8 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_
     cdef Entry* entry
     cdef double t
     cdef Ranked r
+    cdef Buckets buckets
+    buckets.start = buckets.end = 0.0             # empty: set by the first roll
     for j in range(s.n):
         entry = <Entry*>table_at(s, j)
         if by == TOP_FLAGGED and entry.hdr.patterns == 0:
@@ -568,7 +612,7 @@ cdef Py_ssize_t _rank_table(Table* s, Ranked* heap, Py_ssize_t filled, Py_ssize_
         else:
             e = entry[0]                         # a copy: ranking never mutates
             t = now if now > e.hdr.stamp else e.hdr.stamp
-            roll(&e, t, window)
+            roll(&e, t, window, &buckets)
             r.score = accept_rate(&e, t, window)
         if after != NULL and _compare_ranked(&r, after) >= 0:
             continue
@@ -616,7 +660,7 @@ cdef object _raw(Entry* e, Record* r, double now, const Config* cfg):
     cdef uint8_t patterns
     if now < e.hdr.stamp:
         now = e.hdr.stamp
-    roll(e, now, cfg.window)
+    roll(e, now, cfg.window, NULL)
     patterns = e.hdr.patterns
     if r != NULL:
         record_roll(r, now if now > r.stamp else r.stamp, &cfg.lim)

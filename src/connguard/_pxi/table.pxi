@@ -15,6 +15,16 @@ cdef struct Header:
     uint16_t rare             # number of the entry's pattern-state record; 0 for none
 
 
+cdef struct Buckets:
+    # The window buckets around the latest time a source table's rolls saw
+    # (sources.pxi, buckets_at): a time t is in that time's bucket exactly
+    # when start <= t < end, and in the bucket before exactly when
+    # prev_start <= t < start. Empty (start == end) until first set.
+    double prev_start
+    double start
+    double end
+
+
 cdef struct Table:
     # One shard's open-addressing table and counters, guarded by its Shard's
     # lock. Entries are ``esize`` bytes each and start with a Header.
@@ -49,6 +59,7 @@ cdef struct Table:
     uint32_t pool_used
     uint16_t pool_flagged     # first record of the list of those whose owner is flagged
     uint64_t pool_full        # records wanted when none could be had
+    Buckets buckets           # source tables: where their entries' window buckets lie
     uint64_t class_accepts[_MAX_CLASSES]   # accepts counted, by destination class
     uint64_t raised_by[8]     # times each Pattern bit was raised
 
