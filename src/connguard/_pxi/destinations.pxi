@@ -9,7 +9,7 @@ cdef struct Destination:
 
 cdef struct Classes:
     # How a destination is classed: by port, unless its host is watched.
-    const uint8_t* port_class     # 65,536 entries: port -> class id
+    const uint16_t* ports         # 65,536 entries: port -> class id | port_sketch_bit << 8
     const uint64_t* watch         # host hashes of the watch-list, sorted
     Py_ssize_t watch_n
     uint8_t watch_class           # the class of a watched host, whatever its port
@@ -17,6 +17,12 @@ cdef struct Classes:
 
 cdef inline uint64_t sketch_bit(uint64_t h) noexcept nogil:
     return (<uint64_t>1) << (fmix64(h) >> 58)
+
+
+cdef inline uint16_t port_entry(int port, uint8_t cls) noexcept nogil:
+    """A Classes.ports entry: the port's class and the number of its
+    distinct-port sketch bit, so that classify finds both in one load."""
+    return cls | <uint16_t>((fmix64(<uint64_t>port ^ _PORT_SALT) >> 58) << 8)
 
 
 cdef int _port_in(int kind, void* data, Py_ssize_t start, Py_ssize_t end) noexcept:
@@ -235,8 +241,8 @@ cdef int classify(object destination, const Classes* classes, Destination* d) ex
         h = _host_port_text(kind, data, n, &port)
     d.host_bit = sketch_bit(h)
     if port >= 0:
-        d.port_bit = sketch_bit(<uint64_t>port ^ _PORT_SALT)
-        d.cls = classes.port_class[port]
+        d.cls = <uint8_t>classes.ports[port]
+        d.port_bit = (<uint64_t>1) << (classes.ports[port] >> 8)
     if classes.watch_n and _watched(classes, h):
         d.cls = classes.watch_class
     return 0

@@ -759,7 +759,7 @@ cdef class SourceTable(ShardedTable):
     # reference swapped whole by set_finding_hook).
     cdef Config _cfg
     cdef Classes _classes
-    cdef uint8_t* _port_class
+    cdef uint16_t* _ports
     cdef uint64_t* _watch
     cdef object _on_finding
     cdef _Replay _replay          # its state is guarded by _replay.busy
@@ -770,6 +770,7 @@ cdef class SourceTable(ShardedTable):
                  bytes port_classes not None, object clock, uint64_t seed, object patterns,
                  tuple watch=(), int watch_class=0):
         cdef Py_ssize_t i
+        cdef const uint8_t* by_port
         if len(port_classes) != 65536 or max(port_classes) >= _MAX_CLASSES:
             raise ValueError("port_classes must map all 65536 ports to a class id")
         pattern_config(&self._cfg.lim, patterns)
@@ -781,14 +782,16 @@ cdef class SourceTable(ShardedTable):
             self._tables[i].pool_capacity = min(max(
                 (self._tables[i].capacity + _PATTERN_STATE_RATIO - 1) // _PATTERN_STATE_RATIO,
                 _PATTERN_STATE_MIN), _PATTERN_STATE_MAX)
-        self._port_class = <uint8_t*>malloc(65536)
+        self._ports = <uint16_t*>malloc(65536 * sizeof(uint16_t))
         self._watch = <uint64_t*>malloc(max(len(hashes), 1) * sizeof(uint64_t))
-        if self._port_class == NULL or self._watch == NULL:
+        if self._ports == NULL or self._watch == NULL:
             raise MemoryError()
-        memcpy(self._port_class, <const char*>port_classes, 65536)
+        by_port = <const uint8_t*><const char*>port_classes
+        for i in range(65536):
+            self._ports[i] = port_entry(<int>i, by_port[i])
         for i in range(len(hashes)):
             self._watch[i] = hashes[i]
-        self._classes.port_class = self._port_class
+        self._classes.ports = self._ports
         self._classes.watch = self._watch
         self._classes.watch_n = len(hashes)
         self._classes.watch_class = watch_class
@@ -802,7 +805,7 @@ cdef class SourceTable(ShardedTable):
         self._replay = _Replay()
 
     def __dealloc__(self):
-        free(self._port_class)
+        free(self._ports)
         free(self._watch)
 
     def set_finding_hook(self, hook):
