@@ -40,9 +40,10 @@ def main(path: str) -> None:
                          f"{k:.0f} ns for accept + close(source) ({(h / k - 1) * 100:+.0f}%).")
         elif info.get("kind") == "batch":
             b, p = info["batch_ns"], info["pair_ns"]
+            order = " in a random order" if info.get("order") == "shuffled" else ""
             extra.append(f"\nTracker.accept_many + close_many in chunks of 256 over "
-                         f"{info['sources']:,} sources: {b:.0f} ns per pair, against {p:.0f} ns "
-                         f"for accept + close one by one ({p / b:.1f}x).")
+                         f"{info['sources']:,} sources{order}: {b:.0f} ns per pair, against "
+                         f"{p:.0f} ns for accept + close one by one ({p / b:.1f}x).")
         elif info.get("kind") == "guard_batch":
             b, p, d = info["batch_ns"], info["pair_ns"], info["default_limiter_ns"]
             extra.append(f"\nGuard over 1,000,000 sources, its limiter sized to them: "

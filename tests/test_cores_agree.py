@@ -462,13 +462,16 @@ def _around(t: float, steps: int = 2) -> list[float]:
 def test_window_buckets_agree_at_their_edges(both: tuple[type, type], window: float) -> None:
     """Times on either side of bucket edges k * window (where the product and
     the quotient round differently) roll the windows alike on both cores; so
-    do times so large that whole buckets lie between neighbouring doubles."""
+    do times so large that whole buckets lie between neighbouring doubles,
+    and times that run back."""
     edges = sorted({t for k in (1, 2, 3, 7, 1000, 10**6, 10**9)
                     for t in _around(k * window)})
     far = [t for k in range(4) for t in _around(1e14 + k * window)]
     trackers = [cls(window=window, clock=lambda: 0.0, seed=5) for cls in both]
     sources = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
-    for step, now in enumerate(edges + far):
+    # Then back down through the same edges, and up again: times before the
+    # table's latest bucket take the other way to the same answer.
+    for step, now in enumerate(edges + far + edges[::-1] + edges):
         for t in trackers:
             # The first source comes at every time, the others now and then,
             # so their last-seen times lag one bucket or more behind.
