@@ -59,7 +59,7 @@ cdef double _first_time_in(double k, double window) noexcept nogil:
 cdef bint buckets_at(Buckets* b, double now, double window) noexcept nogil:
     """Set ``b`` to the buckets around ``now``; False (b unchanged) when now
     is so far out that whole buckets fall between neighbouring times.
-    Several hundred instructions: roll calls it once per bucket."""
+    Three searches that divide and step: roll calls it once per bucket."""
     cdef double k = fast_floor(now / window)
     if not -4503599627370496.0 < k < 4503599627370496.0:        # 2**52: k - 1 and k + 1 exact
         return False
@@ -691,11 +691,21 @@ cdef inline object connection_close(Connection self, object sent, object receive
         return False
     counted = _close_key(tracker, self._hi, self._lo, t, self._cls, n_sent, n_received)
     if counted >> 8:                          # no lock is held here
-        if isinstance(self._owner, GuardTable):
-            (<GuardTable>self._owner)._announce(self.source, counted, t)
-        elif tracker._on_finding is not None:
-            tracker._on_finding(self.source, (counted >> 8) & 0xFF, t)
+        tell_raised(tracker, self._owner if isinstance(self._owner, GuardTable) else None,
+                    self.source, counted, t)
     return True
+
+
+cdef int tell_raised(SourceTable tracker, GuardTable guard, object source, int result,
+                     double t) except -1:
+    """Tell of the patterns a close raised (``result`` > 0xFF, no lock held):
+    the ``guard`` the connection went through, if any (it logs and calls its
+    own hooks), else the tracker's finding hook."""
+    if guard is not None:
+        guard._announce(source, result, t)
+    elif tracker._on_finding is not None:
+        tracker._on_finding(source, (result >> 8) & 0xFF, t)
+    return 0
 
 
 cdef inline object source_accept(SourceTable self, object source, object destination, object now):
@@ -922,10 +932,7 @@ cdef class SourceTable(ShardedTable):
                 if result != 0:
                     out[i] = True
                 if result > 0xFF:                        # no lock is held here
-                    if guard is not None:
-                        guard._announce(batch[i], result, t)
-                    elif self._on_finding is not None:
-                        self._on_finding(batch[i], (result >> 8) & 0xFF, t)
+                    tell_raised(self, guard, batch[i], result, t)
             return out
         finally:
             free(keys)
