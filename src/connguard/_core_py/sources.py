@@ -57,6 +57,17 @@ def batch_of(sources: Iterable[Source]) -> list[Source]:
     return list(sources)
 
 
+def tell_raised(tracker: SourceTable, guard: GuardTable | None, source: Any, result: int,
+                t: float) -> None:
+    """Tell of the patterns a close raised (``result`` > 0xFF, no lock held):
+    the ``guard`` the connection went through, if any (it logs and calls its
+    own hooks), else the tracker's finding hook."""
+    if guard is not None:
+        guard._announce(source, result, t)
+    elif tracker._on_finding is not None:
+        tracker._on_finding(source, result >> 8 & 0xFF, t)
+
+
 def _bytes_column(n: int, name: str, column: Iterable[int | None] | None) -> list[int]:
     """A batch's ``name`` bytes (-1: unknown) from ``column``: None (unknown)
     or one count (int >= 0, or None) per source."""
@@ -478,10 +489,7 @@ class SourceTable(ShardedTable):
             result = tracker_close_key(self, hi, lo, t, -1, s, r)
             out.append(result != 0)
             if result >> 8:                        # no lock is held here
-                if guard is not None:
-                    guard._announce(source, result, t)
-                elif self._on_finding is not None:
-                    self._on_finding(source, result >> 8 & 0xFF, t)
+                tell_raised(self, guard, source, result, t)
         return out
 
     def _accepts(self, sources: Iterable[Source], destination: str | None,
@@ -818,10 +826,7 @@ class Connection:
         counted = tracker_close_key(self._tracker, self._hi, self._lo, t, self._cls, n_sent,
                                     n_received)
         if counted >> 8:                       # no lock is held here
-            if self._guard is not None:
-                self._guard._announce(self._source, counted, t)
-            elif self._tracker._on_finding is not None:
-                self._tracker._on_finding(self._source, counted >> 8 & 0xFF, t)
+            tell_raised(self._tracker, self._guard, self._source, counted, t)
         return True
 
     def __enter__(self) -> Connection:
