@@ -47,11 +47,17 @@ VALID = [
     ("fe80::1%eth0", v6("fe80::1")),
     ("fe80::1%25", v6("fe80::1")),
     ("[fe80::1%en0]:8080", v6("fe80::1")),
+    ("fe80::%eth0", v6("fe80::")),                       # the zone right after '::'
+    ("[::1%lo]", v6("::1")),
+    ("1:2:3:4:5:6:7:8%" + "x" * 50, v6("1:2:3:4:5:6:7:8")),   # past 45 bytes in all
+    ("::1.2.3.4%eth0", v6("::102:304")),
+    ("0000:0000:0000:0000:0000:0000:0000:0001", v6("::1")),
     # IPv4-mapped IPv6 folds to the IPv4 source
     ("::ffff:203.0.113.7", v4("203.0.113.7")),
     ("::FFFF:cb00:7107", v4("203.0.113.7")),
     ("0:0:0:0:0:ffff:203.0.113.7", v4("203.0.113.7")),
     ("[::ffff:203.0.113.7]:80", v4("203.0.113.7")),
+    ("::ffff:203.0.113.7%eth0", v4("203.0.113.7")),
 ]
 
 INVALID = [
@@ -99,6 +105,13 @@ INVALID = [
     "fe80::1%eth 0",
     "fe80::1%\x00",
     "[fe80::1%]:80",
+    "fe80::1%eth0%1",
+    "1::%",
+    "::1.2.3.4.5",
+    "::ffff:1.2.3.4:80",
+    "1:2:3:4:5:6:7:8:",
+    "00000::1",
+    "0000:0000:0000:0000:0000:0000:0000:00001",
     "\u0661.2.3.4",       # Arabic-Indic digit one
     "１.2.3.4",          # fullwidth digit one
     "1.2.3.4\u200b",
@@ -201,10 +214,11 @@ def test_any_ipv4_parses_like_ipaddress(core: ModuleType, address: ipaddress.IPv
     assert core.parse_source(f"::ffff:{address}") == (V4, int(address))
 
 
-@given(st.ip_addresses(v=6), st.sampled_from(["compressed", "exploded"]), st.booleans())
+@given(st.ip_addresses(v=6), st.sampled_from(["compressed", "exploded"]), st.booleans(),
+       st.sampled_from(["", "%eth0", "%25"]))
 def test_any_ipv6_parses_like_ipaddress(core: ModuleType, address: ipaddress.IPv6Address,
-                                        form: str, bracket: bool) -> None:
-    text = getattr(address, form)
+                                        form: str, bracket: bool, zone: str) -> None:
+    text = getattr(address, form) + zone
     if bracket:
         text = f"[{text}]:443"
     mapped = address.ipv4_mapped

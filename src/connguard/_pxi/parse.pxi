@@ -43,32 +43,19 @@ cdef inline Py_ssize_t parse_ipv4_head(const uint8_t* p, Py_ssize_t n, uint32_t*
     """Parse a dotted quad at the start of p; return its length, or 0 if there is none.
 
     Strict: four decimal octets of one to three digits, no leading zeros.
-    This runs for every IPv4 source, so it checks the length once instead of
-    before every byte: a quad is at most 15 bytes, and the parse reads at
-    most 16 (the byte after the last octet tells it ended). Text of 16 bytes
-    or more is read in place; shorter text is first copied into a zeroed
-    buffer, by two fixed-size copies that overlap (plain loads and stores,
-    no library call), so that every byte past ``n`` reads as 0: neither a
-    digit nor a '.', which ends the quad exactly where the text ends.
+    Important: the byte at ``p[n]`` must be readable and must end the text,
+    being neither a digit nor '.': the terminating NUL of a str's data, or
+    the byte after a prefix such as the '/' of a netblock. The parse then
+    checks no length: it reads a byte only after the bytes before it were
+    what a quad needs there, so it stops at ``p[n]`` at the latest.
     """
-    cdef uint8_t buf[24]
-    cdef const uint8_t* q = p
-    if n < 16:
-        if n < 7:                                # "a.b.c.d" is the shortest
-            return 0
-        memset(buf, 0, sizeof(buf))
-        if n >= 8:                               # bytes 0-7, then n-8 to n-1
-            memcpy(buf, p, 8)
-            memcpy(buf + n - 8, p + n - 8, 8)
-        else:                                    # n == 7: bytes 0-3, then 3-6
-            memcpy(buf, p, 4)
-            memcpy(buf + 3, p + 3, 4)
-        q = buf
-    return _quad(q, out)
+    if n < 7:                                    # "a.b.c.d" is the shortest
+        return 0
+    return _quad(p, out)
 
 
 cdef inline Py_ssize_t _quad(const uint8_t* q, uint32_t* out) noexcept nogil:
-    """The dotted quad at q (at least 16 readable bytes); its length or 0."""
+    """The dotted quad at q, which a byte other than a digit or '.' ends; its length or 0."""
     cdef Py_ssize_t i = 0
     cdef uint32_t acc = 0, octet, d
     cdef int part
@@ -98,16 +85,20 @@ cdef inline Py_ssize_t _quad(const uint8_t* q, uint32_t* out) noexcept nogil:
     return i
 
 
-cdef inline int parse_ipv4(const uint8_t* p, Py_ssize_t n, uint32_t* out) noexcept nogil:
-    """Parse exactly one dotted quad."""
-    return n > 0 and parse_ipv4_head(p, n, out) == n
-
-
 cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) noexcept nogil:
-    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4."""
+    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4;
+    then the end of the text or a "%zone" (RFC 4007).
+
+    Important: ``p[n]`` must be readable and must not be a hex digit, ':' or
+    '.' (a str's terminating NUL, or the ']' after a bracketed address).
+    Every group then ends by ``p[n]`` with no index checked against the
+    length: a byte is read only after the one before it continued the
+    address. Where the address ends, the text must end or a zone begin.
+    """
     cdef uint16_t groups[8]
-    cdef int count = 0, gap = -1, digits, v, k
-    cdef Py_ssize_t i = 0, start
+    cdef Py_ssize_t i = 0, start, quad
+    cdef int count = 0, gap = -1, v, k
+    cdef bint more = True
     cdef uint32_t value, v4
     if n < 2:
         return 0
@@ -117,42 +108,55 @@ cdef int parse_ipv6(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) 
             return 0
         gap = 0
         i = 2
-    while i < n:
+        more = _HEX_VALUE[p[2]] >= 0             # "::" may be all there is
+    while more:
         if count == 8:
             return 0
         start = i
-        value = 0
-        digits = 0
-        while i < n and digits < 5:
-            v = _HEX_VALUE[p[i]]
-            if v < 0:
-                break
+        v = _HEX_VALUE[p[i]]
+        if v < 0:                                # an empty group: ":::", or ':' at the end
+            return 0
+        value = <uint32_t>v
+        i += 1
+        v = _HEX_VALUE[p[i]]
+        if v >= 0:
             value = (value << 4) | <uint32_t>v
-            digits += 1
             i += 1
-        if i < n and p[i] == 46:                 # '.': the tail is an IPv4
-            if count > 6 or not parse_ipv4(p + start, n - start, &v4):
+            v = _HEX_VALUE[p[i]]
+            if v >= 0:
+                value = (value << 4) | <uint32_t>v
+                i += 1
+                v = _HEX_VALUE[p[i]]
+                if v >= 0:
+                    value = (value << 4) | <uint32_t>v
+                    i += 1
+                    if _HEX_VALUE[p[i]] >= 0:    # a fifth digit
+                        return 0
+        if p[i] == 46:                           # '.': the group began a trailing IPv4
+            if count > 6:
                 return 0
+            quad = parse_ipv4_head(p + start, n - start, &v4)
+            if quad == 0:
+                return 0
+            i = start + quad
             groups[count] = <uint16_t>(v4 >> 16)
             groups[count + 1] = <uint16_t>(v4 & 0xFFFF)
             count += 2
             break
-        if digits == 0 or digits > 4:
-            return 0
         groups[count] = <uint16_t>value
         count += 1
-        if i == n:
+        if p[i] != 58:                           # the address ends here
             break
-        if p[i] != 58:
-            return 0
         i += 1
-        if i < n and p[i] == 58:
+        if p[i] == 58:
             if gap >= 0:
                 return 0
             gap = count
             i += 1
-        elif i == n:                             # a lone trailing ':'
-            return 0
+            more = _HEX_VALUE[p[i]] >= 0         # "::" may end the address
+    # The address ends at i: valid only at the end of the text or before a zone.
+    if i != n and not (p[i] == 37 and _valid_zone(p + i + 1, n - i - 1)):
+        return 0
     if gap < 0:
         if count != 8:
             return 0
@@ -209,12 +213,20 @@ cdef int parse_source_bytes(const uint8_t* p, Py_ssize_t n, uint64_t* hi,
 
     IPv4 comes back as its ::ffff:a.b.c.d form, so IPv4-mapped IPv6 folds to
     the same key for free.
+
+    Important: ``p[n]`` must be readable and must not be a hex digit, ':'
+    or '.', for the parsers read up to it without checking the length
+    (parse_ipv4_head and parse_ipv6 say how): a str's data, whose
+    terminating NUL is there, or a prefix of it such a byte ends, like the
+    address before the '/' of a netblock.
     """
     cdef Py_ssize_t end
     cdef uint32_t v4
     if n == 0:
         return 0
-    if _is_digit(p[0]):                          # "a.b.c.d" or "a.b.c.d:port"
+    # "a.b.c.d" or "a.b.c.d:port": 7 bytes or more, a digit first and a '.'
+    # one to three bytes on. Text such as "2001:db8::1" goes on to IPv6 at once.
+    if _is_digit(p[0]) and n >= 7 and (p[1] == 46 or p[2] == 46 or p[3] == 46):
         end = parse_ipv4_head(p, n, &v4)
         if end == n or (end > 0 and p[end] == 58 and _valid_port(p + end + 1, n - end - 1)):
             hi[0] = 0
@@ -226,7 +238,7 @@ cdef int parse_source_bytes(const uint8_t* p, Py_ssize_t n, uint64_t* hi,
 
 cdef int _parse_v6_text(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* lo) noexcept nogil:
     """parse_source_bytes of text that is not IPv4."""
-    cdef Py_ssize_t addr_start = 0, addr_end = n, zone_at
+    cdef Py_ssize_t addr_start = 0, addr_end = n
     cdef const uint8_t* found
     if p[0] == 91:                               # "[v6]" or "[v6]:port"
         found = <const uint8_t*>memchr(p, 93, n)
@@ -236,13 +248,8 @@ cdef int _parse_v6_text(const uint8_t* p, Py_ssize_t n, uint64_t* hi, uint64_t* 
         if addr_end + 1 < n and not (p[addr_end + 1] == 58
                                      and _valid_port(p + addr_end + 2, n - addr_end - 2)):
             return 0
-    found = <const uint8_t*>memchr(p + addr_start, 37, addr_end - addr_start)   # "%zone"
-    if found != NULL:
-        zone_at = found - p
-        if not _valid_zone(found + 1, addr_end - zone_at - 1):
-            return 0
-        addr_end = zone_at
-    # parse_ipv6 rejects everything else, including text with under two colons.
+    # parse_ipv6 takes a zone and rejects everything else, including text
+    # with under two colons.
     if not parse_ipv6(p + addr_start, addr_end - addr_start, hi, lo):
         return 0
     if hi[0] == 0 and (lo[0] >> 32) == 0xFFFF:
