@@ -57,7 +57,11 @@ def parse_ipv4(p: str) -> int | None:
 
 
 def parse_ipv6(p: str) -> tuple[int, int] | None:
-    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4."""
+    """RFC 4291 text: up to 8 hex groups, one '::', an optional trailing IPv4;
+    then the end of the text or a "%zone" (RFC 4007)."""
+    p, percent, zone = p.partition("%")
+    if percent and not _valid_zone(zone):
+        return None
     n = len(p)
     groups: list[int] = []
     gap = -1
@@ -139,12 +143,8 @@ def parse_source_text(p: str) -> tuple[int, int, int] | None:
         addr_start = 1
         if addr_end + 1 < n and not (p[addr_end + 1] == ":" and _valid_port(p[addr_end + 2:])):
             return None
-    zone_at = p.find("%", addr_start, addr_end)  # "%zone"
-    if zone_at >= 0:
-        if not _valid_zone(p[zone_at + 1:addr_end]):
-            return None
-        addr_end = zone_at
-    # parse_ipv6 rejects everything else, including text with under two colons.
+    # parse_ipv6 takes a zone and rejects everything else, including text
+    # with under two colons.
     key = parse_ipv6(p[addr_start:addr_end])
     if key is None:
         return None
