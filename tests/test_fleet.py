@@ -299,6 +299,21 @@ def test_overflow_beyond_the_outbox_is_counted_and_logged(
     assert sum("outbox full" in r.message for r in caplog.records) == 1    # once per outage
 
 
+def test_every_event_is_held_or_published_in_each_stats_snapshot(make_node: MakeNode) -> None:
+    a, fa = make_node("a", batch=1)                  # a batch of one: many hand-overs to watch
+    for i in range(300):
+        a.report(f"192.0.2.{i % 250}", "malformed_message")
+    snapshots = []
+    while True:
+        stats = fa.stats()
+        snapshots.append((stats.published, stats.outbox_depth))
+        if stats.outbox_depth == 0:
+            break
+    assert all(published + depth == 300 for published, depth in snapshots), \
+        [s for s in snapshots if sum(s) != 300][:5]
+    assert len(snapshots) > 1 and snapshots[-1] == (300, 0)
+
+
 def test_reporting_while_redis_is_unreachable_does_not_block(make_node: MakeNode) -> None:
     a, fa = make_node("a", url=f"redis://127.0.0.1:{free_port()}/0", start=False)
     started = time.monotonic()

@@ -190,6 +190,7 @@ class RedisFleet:
         # --- guarded by _outbox_lock ---
         self._outbox: deque[Outgoing] = deque()
         self._sending = 0                       # events taken from the outbox, being published
+        self._published = 0                     # written by the publisher thread (or flush())
         self._dropped = 0
         self._overflowing = False               # dropped since the outbox was last half empty
         self._memory_lock = threading.Lock()
@@ -199,7 +200,6 @@ class RedisFleet:
         # --- one writer: the publisher thread (or flush()'s caller before start) ---
         self._recent: deque[tuple[float, Outgoing]] = deque()   # (monotonic, event) published
         self._run_id: str | None = None         # the server's, as last seen
-        self._published = 0
         self._pub_ok = False
         self._pub_failed = False                # a publish failed and none has worked since
         self._reconnects = 0                    # the publisher's; _sub_reconnects the follower's
@@ -367,9 +367,10 @@ class RedisFleet:
         with self._outbox_lock:
             # A batch being sent is still waiting: counted until XADD succeeds.
             depth, dropped = len(self._outbox) + self._sending, self._dropped
+            published = self._published
         return FleetStats(
             connected=self._pub_ok and self._sub_ok, outbox_depth=depth,
-            published=self._published, applied=self._applied, dropped=dropped, lag=self._lag,
+            published=published, applied=self._applied, dropped=dropped, lag=self._lag,
             skipped=dict(self._skipped), malformed=self._malformed,
             reconnects=self._reconnects + self._sub_reconnects, resyncs=self._resyncs,
             replayed=self._last_id is not None)
@@ -467,23 +468,26 @@ class RedisFleet:
         for event in events:
             fields: Any = infraction_fields(event) if isinstance(event, Infraction) else event
             pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+        sent = False
         try:
             pipe.execute()
-        except Exception:
-            with self._outbox_lock:
-                self._outbox.extendleft(reversed(events))
-                excess = len(self._outbox) - self._outbox_max
-                for _ in range(max(0, excess)):
-                    self._outbox.popleft()
-                self._dropped += max(0, excess)
-            raise
+            sent = True
         finally:
             pipe.reset()
+            # One step from "being sent" to "published" (or back to the outbox): stats()
+            # never sees the batch in neither count.
             with self._outbox_lock:
+                if sent:
+                    self._published += len(events)
+                else:
+                    self._outbox.extendleft(reversed(events))
+                    excess = max(0, len(self._outbox) - self._outbox_max)
+                    for _ in range(excess):
+                        self._outbox.popleft()
+                    self._dropped += excess
                 self._sending = 0
                 if self._overflowing and len(self._outbox) <= self._outbox_max // 2:
                     self._overflowing = False       # the next overflow is logged again
-        self._published += len(events)
         if self._resend:
             now = time.monotonic()
             recent = self._recent
