@@ -320,13 +320,9 @@ class RedisFleet:
             while self._send_batch():
                 pass
             return True
-        while self._pending() and time.monotonic() < deadline:
+        while self.outbox_depth and time.monotonic() < deadline:
             time.sleep(0.005)
-        return not self._pending()
-
-    def _pending(self) -> int:
-        with self._outbox_lock:
-            return len(self._outbox) + self._sending
+        return not self.outbox_depth
 
     def resync(self, timeout: float = 10.0) -> bool:
         """Have the follower replay the live stream again; True when it did within ``timeout``.
