@@ -79,6 +79,8 @@ def test_own_entries_are_skipped_and_remote_ones_not_published_again(
     b.report("198.51.100.200", "malformed_message")
     assert wait_for(lambda: fb.stats().applied == 5 and fa.stats().applied == 1)
     assert wait_for(lambda: fa.stats().skipped["own"] == 5 and fb.stats().skipped["own"] == 1)
+    # A follower can read an entry before its publisher has counted it: wait for that.
+    assert wait_for(lambda: fa.stats().published == 5 and fb.stats().published == 1)
     time.sleep(0.1)
     assert fa.stats().published == 5 and fb.stats().published == 1     # no echo
     assert client(redis_url).xlen(stream) == 6
@@ -155,7 +157,7 @@ def test_malformed_and_unknown_entries_are_counted_and_skipped(make_node: MakeNo
     assert stats.malformed == len(bad)
     assert stats.skipped["unknown"] == len(unknown)
     assert b.is_banned("203.0.113.60")                           # the good one after them
-    assert fb.stats().connected
+    assert wait_for(lambda: fb.stats().connected)                # the publisher's check too
 
 
 # --- unban ---------------------------------------------------------------------------
@@ -168,6 +170,7 @@ def test_an_unban_on_b_lifts_the_ban_everywhere_and_a_resync_keeps_it_lifted(
     for _ in range(10):
         a.report("203.0.113.9", "malformed_message")
     assert wait_for(lambda: b.is_banned("203.0.113.9") and c.is_banned("203.0.113.9"))
+    time.sleep(0.05)                    # later by more than two BanManagers' clocks disagree
     assert b.unban("203.0.113.9")
     assert not b.is_banned("203.0.113.9")
     assert wait_for(lambda: not a.is_banned("203.0.113.9") and not c.is_banned("203.0.113.9"))
@@ -403,6 +406,7 @@ def test_metrics_through_prometheus_client_carry_no_address(make_node: MakeNode)
     assert 0 <= sample(text, "connguard_fleet_lag_seconds") < 1.0
     for needle in (*sources, "203.0.113", "2001:db8", "127.0.0.1", fb.stream, "edge-"):
         assert needle not in text, needle
+    assert wait_for(lambda: fa.stats().published == 2)           # counted after the XADD returns
     assert sample(scrape(fa), "connguard_fleet_published_total") == 2
 
 

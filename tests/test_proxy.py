@@ -55,17 +55,10 @@ def target() -> Iterator[int]:
     server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Proxy:
     def __init__(self, tmp: Path, *args: str, config: str = "") -> None:
-        self.metrics_port = _free_port()
         cmd = [sys.executable, "-m", "connguard", "proxy", "--listen", "127.0.0.1:0",
-               "--metrics", f"127.0.0.1:{self.metrics_port}", "--drain", "1", *args]
+               "--metrics", "127.0.0.1:0", "--drain", "1", *args]
         if config:
             (tmp / "proxy.toml").write_text(config)
             cmd += ["--config", str(tmp / "proxy.toml")]
@@ -76,6 +69,8 @@ class Proxy:
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         assert match, line
         self.port = int(match.group(1))
+        metrics = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/", line)   # none unguarded
+        self.metrics_port = int(metrics.group(1)) if metrics else 0
 
     def tunnel(self, source: str, destination: str) -> tuple[socket.socket, bytes]:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT,

@@ -545,12 +545,10 @@ class RedisFleet:
                 if self._last_id is None or self._resync.is_set():
                     resync = self._last_id is not None
                     self._resync.clear()
-                    self._replay(client)
-                    self._resyncs += resync
+                    self._replay(client, resync=resync)
                 elif self._sub_failed and self._stream_lost(client):
                     log.warning("connguard fleet: stream %s was lost; replaying it", self._stream)
-                    self._replay(client)
-                    self._resyncs += 1
+                    self._replay(client, resync=True)
                 if self._sub_failed:
                     self._sub_failed = False
                     self._sub_reconnects += 1
@@ -592,8 +590,12 @@ class RedisFleet:
 
     # --- applying entries (start/replay's caller, then the follower) -------------------------
 
-    def _replay(self, client: redis.Redis) -> int:
-        """XRANGE the live part of the stream in pages and apply every entry; set the last id."""
+    def _replay(self, client: redis.Redis, *, resync: bool = False) -> int:
+        """XRANGE the live part of the stream in pages and apply every entry; set the last id.
+
+        A ``resync`` is counted before resync() waiters wake, so their
+        stats() already shows it.
+        """
         start = self._horizon_id(client)
         cursor = start
         last = start.encode()
@@ -610,6 +612,7 @@ class RedisFleet:
         with self._resynced:
             self._last_id = last
             self._replays += 1
+            self._resyncs += resync
             self._resynced.notify_all()
         if read:
             log.info("connguard fleet: replayed %d entries of %s", read, self._stream)
