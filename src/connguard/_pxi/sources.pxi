@@ -493,7 +493,7 @@ cdef inline void _prefetch_entry(ShardedTable table, uint64_t h) noexcept:
         if t.index != NULL:
             ix = t.index[(<uint32_t>(h >> 8)) & t.index_mask]
             if ix:
-                e = <const char*>table_at(t, ix - 1)
+                e = <const char*>table_at(t, slot_pos(t, ix))
                 CG_PREFETCH(e)
                 if t.esize > 64:
                     CG_PREFETCH(e + 64)

@@ -30,8 +30,10 @@ cdef struct Table:
     # lock. Entries are ``esize`` bytes each and start with a Header.
     char* entries             # dense: entries 0..n-1, swap-removed on eviction
     uint32_t esize
-    uint32_t* index           # slot -> entry position + 1; 0 is an empty slot
+    uint32_t* index           # slot -> tag | entry position + 1; 0 is an empty slot
     uint32_t index_mask
+    uint32_t tag_mask         # a slot's bits above any position + 1 (see table_tag)
+    uint32_t pos_mask         # ~tag_mask: the bits of a position + 1
     uint32_t n
     uint32_t allocated        # entries has room for this many
     uint32_t capacity         # hard bound on n
@@ -89,6 +91,25 @@ cdef inline uint32_t table_home(Table* self, Header* e, uint64_t seed) noexcept 
     return <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
 
 
+cdef inline uint32_t table_tag(Table* self, uint64_t h) noexcept nogil:
+    """The bits of a key's hash its index slot keeps beside the entry's position.
+
+    A probe reads an entry only when the slot's tag matches, so a slot of
+    another key costs no entry load but once in 2**(tag bits) (18 bits at
+    the default capacity's 15,625 entries a shard; none at 2**31 or more).
+    The tag is hash bits 32 + p and up, p the bits a position + 1 needs;
+    the home slot takes bits 8 to at most 9 + p (the index has under 2.5
+    slots an entry, so fewer than 4 * 2**p), so the keys that probe past a
+    slot differ in their tags as in any other hash bits.
+    """
+    return <uint32_t>(h >> 32) & self.tag_mask
+
+
+cdef inline uint32_t slot_pos(Table* self, uint32_t s) noexcept nogil:
+    """The entry position a slot in use points at."""
+    return (s & self.pos_mask) - 1
+
+
 cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
     cdef uint64_t x = self.rng
     x ^= x >> 12
@@ -101,24 +122,26 @@ cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
 cdef inline Header* table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
     """Return the entry for a key, or NULL."""
     cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
-    cdef uint32_t ix
+    cdef uint32_t s, tag = table_tag(self, h)
     cdef Header* e
     if self.index == NULL:
         return NULL
     while True:
-        ix = self.index[slot]
-        if ix == 0:
+        s = self.index[slot]
+        if s == 0:
             return NULL
-        e = table_at(self, ix - 1)
-        if e.key_lo == lo and e.key_hi == hi:
-            return e
+        s ^= tag                  # the tags match exactly when no tag bit is left
+        if s <= self.pos_mask:    # then s is the position + 1
+            e = table_at(self, s - 1)
+            if e.key_lo == lo and e.key_hi == hi:
+                return e
         slot = (slot + 1) & self.index_mask
 
 
 cdef uint32_t table_slot_of(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
     """Return the index slot that points at entry ``pos``."""
     cdef uint32_t slot = table_home(self, table_at(self, pos), seed)
-    while self.index[slot] != pos + 1:
+    while self.index[slot] & self.pos_mask != pos + 1:
         slot = (slot + 1) & self.index_mask
     return slot
 
@@ -131,6 +154,8 @@ cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     """
     cdef uint32_t want = self.allocated * 2 if self.allocated else 16
     cdef uint32_t slots = 8, i, slot
+    cdef uint64_t h
+    cdef Header* e
     cdef char* entries
     cdef uint32_t* index
     if want > self.capacity:
@@ -149,16 +174,18 @@ cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     self.index_mask = slots - 1
     self.allocated = want
     for i in range(self.n):
-        slot = table_home(self, table_at(self, i), seed)
+        e = table_at(self, i)
+        h = key_hash(e.key_hi, e.key_lo, seed)
+        slot = <uint32_t>(h >> 8) & self.index_mask
         while index[slot] != 0:
             slot = (slot + 1) & self.index_mask
-        index[slot] = i + 1
+        index[slot] = table_tag(self, h) | (i + 1)
     return True
 
 
 cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
     """Drop entry ``pos``: backward-shift delete in the index, swap-remove."""
-    cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last
+    cdef uint32_t hole = table_slot_of(self, pos, seed), j, home, last, moved
     cdef uint32_t mask = self.index_mask
     if table_at(self, pos).rare:
         pool_release(self, table_at(self, pos).rare)
@@ -167,7 +194,7 @@ cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
         j = (j + 1) & mask
         if self.index[j] == 0:
             break
-        home = table_home(self, table_at(self, self.index[j] - 1), seed)
+        home = table_home(self, table_at(self, slot_pos(self, self.index[j])), seed)
         # Move j into the hole unless its home lies cyclically in (hole, j].
         if ((j - home) & mask) >= ((j - hole) & mask):
             self.index[hole] = self.index[j]
@@ -176,7 +203,8 @@ cdef void table_remove(Table* self, uint32_t pos, uint64_t seed) noexcept nogil:
     self.n -= 1
     last = self.n
     if pos != last:
-        self.index[table_slot_of(self, last, seed)] = pos + 1
+        moved = table_slot_of(self, last, seed)
+        self.index[moved] = (self.index[moved] & self.tag_mask) | (pos + 1)
         memcpy(table_at(self, pos), table_at(self, last), self.esize)
 
 
@@ -240,7 +268,7 @@ cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, dou
     slot = <uint32_t>(h >> 8) & self.index_mask
     while self.index[slot] != 0:
         slot = (slot + 1) & self.index_mask
-    self.index[slot] = pos + 1
+    self.index[slot] = table_tag(self, h) | (pos + 1)
     return e
 
 
@@ -387,9 +415,11 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
     The index and the entries are a bijection when every slot in use points
     below n, exactly n slots are in use, and every entry is found by probing
     from its home slot: n entries each reached by a slot, out of n slots in
-    use, leaves no slot pointing at two entries.
+    use, leaves no slot pointing at two entries. The slot that reaches an
+    entry must carry the entry's tag too, or table_find would pass it by.
     """
-    cdef uint32_t slot, pos, used = 0, bit
+    cdef uint32_t slot, pos, used = 0, bit, want
+    cdef uint64_t h
     cdef uint32_t sources = 0, flagged = 0
     cdef uint32_t by_bit[8]
     cdef int64_t connections = 0
@@ -400,7 +430,7 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
         return BROKEN_NONE if self.n == 0 else BROKEN_INDEX
     for slot in range(self.index_mask + 1):
         if self.index[slot] != 0:
-            if self.index[slot] > self.n:
+            if self.index[slot] & self.pos_mask == 0 or slot_pos(self, self.index[slot]) >= self.n:
                 return BROKEN_INDEX
             used += 1
     if used != self.n:
@@ -408,8 +438,10 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
     memset(by_bit, 0, sizeof(by_bit))
     for pos in range(self.n):
         e = table_at(self, pos)
-        slot = table_home(self, e, seed)
-        while self.index[slot] != pos + 1:
+        h = key_hash(e.key_hi, e.key_lo, seed)
+        slot = <uint32_t>(h >> 8) & self.index_mask
+        want = table_tag(self, h) | (pos + 1)
+        while self.index[slot] != want:
             if self.index[slot] == 0:
                 return BROKEN_INDEX
             slot = (slot + 1) & self.index_mask
@@ -524,7 +556,7 @@ cdef class ShardedTable:
 
     cdef int _setup(self, uint64_t capacity, uint32_t shards, uint32_t esize, int ipv4_prefix,
                     int ipv6_prefix, object clock, uint64_t seed) except -1:
-        cdef uint32_t i
+        cdef uint32_t i, cap, above
         if self._shards is not None:
             raise RuntimeError(f"{type(self).__name__} is already initialised")
         if shards == 0 or shards & (shards - 1) or capacity < shards:
@@ -539,7 +571,14 @@ cdef class ShardedTable:
             raise MemoryError()
         for i in range(shards):
             # Spread the remainder so the shard capacities sum to capacity.
-            self._tables[i].capacity = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
+            cap = <uint32_t>(capacity // shards + (1 if i < capacity % shards else 0))
+            self._tables[i].capacity = cap
+            # The tag: the slot bits above every position + 1 (1..cap), none from 2**31 on.
+            above = 1
+            while above <= cap and above < 0x80000000:
+                above <<= 1
+            self._tables[i].tag_mask = 0 if above <= cap else ~(above - 1)
+            self._tables[i].pos_mask = ~self._tables[i].tag_mask
             self._tables[i].rng = fmix64(seed + i + 1) | 1
             self._tables[i].esize = esize
         self._shard_mask = shards - 1
