@@ -56,6 +56,10 @@ def binary() -> str:
     return found
 
 
+class PortTaken(RuntimeError):
+    """redis-server could not bind its port: another process holds it."""
+
+
 class RedisServer:
     """One redis-server process on 127.0.0.1:<port>, no RDB or AOF; restartable on the same port."""
 
@@ -64,24 +68,45 @@ class RedisServer:
         self.port = free_port()
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
+        self._answered = False                  # a server on self.port has answered
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start the server and wait until it answers.
+
+        free_port() lets go of the port it found before the server binds it,
+        so another process may take it meanwhile: a first start that finds
+        it taken tries a new port, twice at most. A restart keeps its port.
+        """
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except PortTaken:
+                if self._answered or attempt == 2:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> None:
         assert self.process is None or self.process.poll() is not None
+        self.log = self.workdir / f"redis-{self.port}.log"      # servers may share workdir
+        self.log.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "--loglevel", "warning", "--logfile", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {err}")
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                kind = PortTaken if "Address already in use" in log else RuntimeError
+                raise kind(f"redis-server exited with {self.process.returncode}: {log[-2000:]}")
             if self.answers():
+                self._answered = True
                 return
             time.sleep(0.02)
         self.kill()
@@ -101,8 +126,6 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=START_TIMEOUT)
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -111,8 +134,6 @@ class RedisServer:
                 self.process.wait(timeout=START_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
 
 
 @pytest.fixture(scope="module", name="redis_url")
