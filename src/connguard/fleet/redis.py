@@ -460,16 +460,18 @@ class RedisFleet:
             self._sending = n
         if not events:
             return False
-        pipe = self._pub.pipeline(transaction=False)
-        for event in events:
-            fields: Any = infraction_fields(event) if isinstance(event, Infraction) else event
-            pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
         sent = False
         try:
-            pipe.execute()
-            sent = True
+            pipe = self._pub.pipeline(transaction=False)
+            try:
+                for event in events:
+                    fields: Any = infraction_fields(event) if isinstance(event, Infraction) else event
+                    pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+                pipe.execute()
+                sent = True
+            finally:
+                pipe.reset()
         finally:
-            pipe.reset()
             # One step from "being sent" to "published" (or back to the outbox): stats()
             # never sees the batch in neither count.
             with self._outbox_lock:
