@@ -492,7 +492,7 @@ cdef inline void _prefetch_entry(ShardedTable table, uint64_t h) noexcept:
         t = &table._tables[h & table._shard_mask]
         if t.index != NULL:
             ix = t.index[(<uint32_t>(h >> 8)) & t.index_mask]
-            if ix:
+            if ix and (ix ^ table_tag(t, h)) <= t.pos_mask:     # the home slot is this key's
                 e = <const char*>table_at(t, slot_pos(t, ix))
                 CG_PREFETCH(e)
                 if t.esize > 64:

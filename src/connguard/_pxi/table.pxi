@@ -98,9 +98,10 @@ cdef inline uint32_t table_tag(Table* self, uint64_t h) noexcept nogil:
     another key costs no entry load but once in 2**(tag bits) (18 bits at
     the default capacity's 15,625 entries a shard; none at 2**31 or more).
     The tag is hash bits 32 + p and up, p the bits a position + 1 needs;
-    the home slot takes bits 8 to at most 9 + p (the index has under 2.5
-    slots an entry, so fewer than 4 * 2**p), so the keys that probe past a
-    slot differ in their tags as in any other hash bits.
+    the home slot takes bits 8 to 8 + log2(slots) - 1, and an index has at
+    most max(8, 2**(p + 1)) slots, so the home bits end below bit 32 + p:
+    the keys that probe past a slot differ in their tags as in any other
+    hash bits.
     """
     return <uint32_t>(h >> 32) & self.tag_mask
 
