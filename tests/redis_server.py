@@ -94,15 +94,19 @@ class RedisServer:
         assert self.process is None or self.process.poll() is not None
         self.log = self.workdir / f"redis-{self.port}.log"      # servers may share workdir
         self.log.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
-             "--loglevel", "warning", "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        early = self.workdir / f"redis-{self.port}.stderr"     # what it says before the log opens
+        with early.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes",
+                 "--loglevel", "warning", "--logfile", str(self.log)],
+                stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                log = early.read_text(errors="replace")
+                if self.log.exists():
+                    log += self.log.read_text(errors="replace")
                 kind = PortTaken if "Address already in use" in log else RuntimeError
                 raise kind(f"redis-server exited with {self.process.returncode}: {log[-2000:]}")
             if self.answers():
@@ -114,11 +118,18 @@ class RedisServer:
                            f"within {START_TIMEOUT} s")
 
     def answers(self) -> bool:
+        """Whether the server this object started answers on its port.
+
+        The server's own process id is checked: another redis-server that
+        took the port meanwhile answers too, and must not pass for it.
+        """
+        pid = self.process.pid if self.process is not None else None
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
+            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
+                             socket_connect_timeout=0.5) as r:
+                info: Any = r.info("server")
+                return bool(info.get("process_id") == pid)
+        except (redis.RedisError, OSError):
             return False
 
     def kill(self) -> None:

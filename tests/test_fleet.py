@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -211,6 +212,57 @@ def test_a_resync_does_not_apply_an_old_unban_to_later_offences(make_node: MakeN
     assert fb.resync(timeout=2.0)                         # b's own ban and unban are not redone
     assert b.is_banned("203.0.113.11") and a.is_banned("203.0.113.11")
     assert fb.stats().skipped["noop"] >= 2
+
+
+class GatedFleet(RedisFleet):
+    """A RedisFleet whose replays, while ``gated``, wait for a permit once they have begun."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gated = False
+        self.begun = threading.Semaphore(0)     # released as each gated replay begins
+        self.permits = threading.Semaphore(0)
+
+    def _horizon_id(self, client: Any) -> str:  # a replay's first step (the follower's client)
+        if self.gated and client is self._sub:
+            self.begun.release()
+            self.permits.acquire(timeout=10.0)
+        return super()._horizon_id(client)
+
+
+def test_a_resync_asked_during_a_replay_waits_for_the_next_one(
+        core: ModuleType, redis_url: str, stream: str) -> None:
+    # A replay that began before the request may miss what the requester
+    # wants replayed: the request is served by the next replay.
+    fleet = GatedFleet(on_core(BanManager, core)(node_id="b", seed=7), redis_url, stream, **FAST)
+    answers: dict[str, bool] = {}
+
+    def ask(name: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.update({name: fleet.resync(10.0)}))
+        thread.start()
+        return thread
+
+    try:
+        assert fleet.start(timeout=2.0)
+        fleet.gated = True
+        first = ask("first")
+        assert fleet.begun.acquire(timeout=5.0)          # the follower replays for the first
+        second = ask("second")
+        assert wait_for(lambda: fleet._asked == 2)
+        fleet.permits.release()
+        first.join(5.0)
+        assert answers == {"first": True}
+        assert fleet.begun.acquire(timeout=5.0)          # another replay, for the second
+        second.join(0.3)
+        assert second.is_alive() and "second" not in answers
+        fleet.permits.release()
+        second.join(5.0)
+        assert answers == {"first": True, "second": True}
+        assert fleet.stats().resyncs == 2
+    finally:
+        fleet.gated = False
+        fleet.permits.release(2)
+        fleet.stop()
 
 
 def test_a_manual_ban_travels_and_lengthening_it_travels_too(make_node: MakeNode) -> None:

@@ -182,8 +182,10 @@ class RedisFleet:
         self._applying = threading.local()     # .active: this thread applies stream entries
         self._stopping = threading.Event()
         self._wake = threading.Event()         # the outbox went from empty to not empty
-        self._resync = threading.Event()       # resync() asked the follower to replay
         self._resynced = threading.Condition()
+        # --- guarded by _resynced (the follower polls them unlocked: ints, written whole) ---
+        self._asked = 0                         # resync() requests so far
+        self._served = 0                        # of those, made before a completed replay began
         self._threads: list[threading.Thread] = []
         self._started = False
         self._outbox_lock = threading.Lock()
@@ -212,7 +214,6 @@ class RedisFleet:
         self._malformed = 0
         self._lag = 0.0
         self._resyncs = 0
-        self._replays = 0
         self._last_id: bytes | None = None      # None: the live stream has not been replayed
         bans.watch(self._watch)                 # last: callbacks may run from now on
 
@@ -333,9 +334,9 @@ class RedisFleet:
         if not self._started or self._stopping.is_set():
             raise RuntimeError("resync() needs a started RedisFleet")
         with self._resynced:
-            before = self._replays
-            self._resync.set()
-            return self._resynced.wait_for(lambda: self._replays > before, timeout)
+            self._asked += 1
+            ticket = self._asked
+            return self._resynced.wait_for(lambda: self._served >= ticket, timeout)
 
     # --- read-only state ------------------------------------------------------------
 
@@ -544,10 +545,8 @@ class RedisFleet:
         client = self._sub
         while not self._stopping.is_set():
             try:
-                if self._last_id is None or self._resync.is_set():
-                    resync = self._last_id is not None
-                    self._resync.clear()
-                    self._replay(client, resync=resync)
+                if self._last_id is None or self._asked > self._served:
+                    self._replay(client, resync=self._last_id is not None)
                 elif self._sub_failed and self._stream_lost(client):
                     log.warning("connguard fleet: stream %s was lost; replaying it", self._stream)
                     self._replay(client, resync=True)
@@ -595,9 +594,14 @@ class RedisFleet:
     def _replay(self, client: redis.Redis, *, resync: bool = False) -> int:
         """XRANGE the live part of the stream in pages and apply every entry; set the last id.
 
-        A ``resync`` is counted before resync() waiters wake, so their
-        stats() already shows it.
+        Serves the resync() requests made before it began, once it completes:
+        a request made while it runs waits for the next replay, and one whose
+        replay fails is served by the replay after the reconnect. A
+        ``resync`` is counted before resync() waiters wake, so their stats()
+        already shows it.
         """
+        with self._resynced:
+            serves = self._asked
         start = self._horizon_id(client)
         cursor = start
         last = start.encode()
@@ -613,8 +617,8 @@ class RedisFleet:
             cursor = "(" + last.decode()
         with self._resynced:
             self._last_id = last
-            self._replays += 1
             self._resyncs += resync
+            self._served = serves
             self._resynced.notify_all()
         if read:
             log.info("connguard fleet: replayed %d entries of %s", read, self._stream)
