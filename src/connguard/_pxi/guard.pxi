@@ -84,7 +84,7 @@ cdef class GuardTable:
             out = [None] * n
             for i in range(n):
                 _prefetch_ahead(tracker, self._buckets, keys, i, n)
-                code = self._judge(batch[i], keys[i].hi, keys[i].lo, &d, now, t)
+                code = self._judge(batch[i], keys[i].hi, keys[i].lo, keys[i].h, &d, now, t)
                 CG_COUNT(self._count_at(code))
                 out[i] = self._verdicts[code]
             return out
@@ -104,13 +104,15 @@ cdef class GuardTable:
         as they did when this held all of it."""
         cdef SourceTable tracker = self._sources
         tracker._key(source, key_hi, key_lo)
+        cdef uint64_t h = _hash_ahead(tracker, key_hi[0], key_lo[0])
         classify(destination, &tracker._classes, dest)
-        return self._judge(source, key_hi[0], key_lo[0], dest, now, tracker._now(now))
+        return self._judge(source, key_hi[0], key_lo[0], h, dest, now, tracker._now(now))
 
-    cdef int _judge(self, object source, uint64_t hi, uint64_t lo, Destination* dest,
+    cdef int _judge(self, object source, uint64_t hi, uint64_t lo, uint64_t h, Destination* dest,
                     object now, double t) except -1:
-        """Check and count an accept of a parsed source at the tracker's time
-        ``t`` (``now`` as the caller gave it); return its verdict code."""
+        """Check and count an accept of a parsed source (its key hashed ``h``
+        in the tracker) at the tracker's time ``t`` (``now`` as the caller
+        gave it); return its verdict code."""
         cdef int reason = REASON_NONE, level = TAKE_ALLOWED, counted
         cdef uint32_t violations = 0
         cdef SourceTable tracker = self._sources
@@ -133,7 +135,7 @@ cdef class GuardTable:
                     return (reason or REASON_LIMIT) + VERDICT_REFUSED
                 if reason == REASON_NONE:
                     reason = REASON_LIMIT
-        counted = tracker_accept(tracker, hi, lo, dest, t)
+        counted = _accept_key(tracker, hi, lo, h, dest, t)
         if counted & 3 != 1:                     # rare: no room, or at max_open
             if counted & 1 == 0:
                 if counted == _CAPPED:
