@@ -328,6 +328,10 @@ class RedisFleet:
     def resync(self, timeout: float = 10.0) -> bool:
         """Have the follower replay the live stream again; True when it did within ``timeout``.
 
+        Only a replay that begins after this call answers it, so everything
+        in the live part of the stream when resync() was called has been
+        applied when it returns True.
+
         Replaying is idempotent: infractions held or forgiven and commands
         seen count nothing again. RuntimeError when not started.
         """
