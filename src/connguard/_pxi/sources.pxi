@@ -478,7 +478,7 @@ cdef inline void _prefetch_slot(ShardedTable table, uint64_t h) noexcept:
     if not CG_SHARD_LOCKS:
         t = &table._tables[h & table._shard_mask]
         if t.index != NULL:
-            CG_PREFETCH(t.index + ((<uint32_t>(h >> 8)) & t.index_mask))
+            CG_PREFETCH(t.index + home_slot(t, h))
 
 
 cdef inline void _prefetch_entry(ShardedTable table, uint64_t h) noexcept:
@@ -491,7 +491,7 @@ cdef inline void _prefetch_entry(ShardedTable table, uint64_t h) noexcept:
     if not CG_SHARD_LOCKS:
         t = &table._tables[h & table._shard_mask]
         if t.index != NULL:
-            ix = t.index[(<uint32_t>(h >> 8)) & t.index_mask]
+            ix = t.index[home_slot(t, h)]
             if ix and (ix ^ table_tag(t, h)) <= t.pos_mask:     # the home slot is this key's
                 e = <const char*>table_at(t, slot_pos(t, ix))
                 CG_PREFETCH(e)

@@ -87,8 +87,15 @@ cdef inline Header* table_at(Table* self, uint32_t pos) noexcept nogil:
     return <Header*>(self.entries + <size_t>pos * self.esize)
 
 
+cdef inline uint32_t home_slot(Table* self, uint64_t h) noexcept nogil:
+    """The first index slot a key hashed ``h`` probes: hash bits 8 and up
+    (the bits below them pick the key's shard)."""
+    return <uint32_t>(h >> 8) & self.index_mask
+
+
 cdef inline uint32_t table_home(Table* self, Header* e, uint64_t seed) noexcept nogil:
-    return <uint32_t>(key_hash(e.key_hi, e.key_lo, seed) >> 8) & self.index_mask
+    """home_slot of an entry's key."""
+    return home_slot(self, key_hash(e.key_hi, e.key_lo, seed))
 
 
 cdef inline uint32_t table_tag(Table* self, uint64_t h) noexcept nogil:
@@ -122,7 +129,7 @@ cdef inline uint64_t table_next_random(Table* self) noexcept nogil:
 
 cdef inline Header* table_find(Table* self, uint64_t hi, uint64_t lo, uint64_t h) noexcept nogil:
     """Return the entry for a key, or NULL."""
-    cdef uint32_t slot = <uint32_t>(h >> 8) & self.index_mask
+    cdef uint32_t slot = home_slot(self, h)
     cdef uint32_t s, tag = table_tag(self, h)
     cdef Header* e
     if self.index == NULL:
@@ -177,7 +184,7 @@ cdef bint table_grow(Table* self, uint64_t seed) noexcept nogil:
     for i in range(self.n):
         e = table_at(self, i)
         h = key_hash(e.key_hi, e.key_lo, seed)
-        slot = <uint32_t>(h >> 8) & self.index_mask
+        slot = home_slot(self, h)
         while index[slot] != 0:
             slot = (slot + 1) & self.index_mask
         index[slot] = table_tag(self, h) | (i + 1)
@@ -266,7 +273,7 @@ cdef Header* table_insert(Table* self, uint64_t hi, uint64_t lo, uint64_t h, dou
     e.key_hi = hi
     e.key_lo = lo
     e.stamp = now
-    slot = <uint32_t>(h >> 8) & self.index_mask
+    slot = home_slot(self, h)
     while self.index[slot] != 0:
         slot = (slot + 1) & self.index_mask
     self.index[slot] = table_tag(self, h) | (pos + 1)
@@ -440,7 +447,7 @@ cdef int table_check(Table* self, uint64_t seed) noexcept nogil:
     for pos in range(self.n):
         e = table_at(self, pos)
         h = key_hash(e.key_hi, e.key_lo, seed)
-        slot = <uint32_t>(h >> 8) & self.index_mask
+        slot = home_slot(self, h)
         want = table_tag(self, h) | (pos + 1)
         while self.index[slot] != want:
             if self.index[slot] == 0:
