@@ -242,6 +242,8 @@ def test_a_resync_asked_during_a_replay_waits_for_the_next_one(
         thread.start()
         return thread
 
+    # The stream exists, so a failed read never finds it lost (an unasked replay).
+    client(redis_url).xadd(stream, {"type": "gossip"})
     try:
         assert fleet.start(timeout=2.0)
         fleet.gated = True
@@ -249,6 +251,8 @@ def test_a_resync_asked_during_a_replay_waits_for_the_next_one(
         assert fleet.begun.acquire(timeout=5.0)          # the follower replays for the first
         second = ask("second")
         assert wait_for(lambda: fleet._asked == 2)
+        first.join(0.3)
+        assert first.is_alive()                          # answered when its replay completes
         fleet.permits.release()
         first.join(5.0)
         assert answers == {"first": True}
@@ -405,6 +409,26 @@ def test_a_node_started_without_redis_replays_once_it_answers(
         assert wait_for(lambda: late.is_banned("192.0.2.78"), 3.0)
         # counted just after the replay that may have applied the ban above
         assert wait_for(lambda: fleet.stats().replayed and fleet.stats().reconnects >= 1)
+    finally:
+        fleet.stop()
+
+
+def test_a_resync_asked_before_redis_answers_is_the_first_replay_and_counted(
+        core: ModuleType, redis_factory: Callable[[], RedisServer], stream: str) -> None:
+    server = redis_factory()
+    server.stop()
+    fleet = RedisFleet(on_core(BanManager, core)(node_id="b", seed=7), server.url, stream, **FAST)
+    answers: list[bool] = []
+    try:
+        assert fleet.start(timeout=0.1) is False
+        asking = threading.Thread(target=lambda: answers.append(fleet.resync(10.0)))
+        asking.start()
+        time.sleep(0.1)                              # asked while Redis is down
+        server.start()
+        asking.join(10.0)
+        assert answers == [True]
+        stats = fleet.stats()
+        assert stats.replayed and stats.resyncs == 1     # True with the resync counted
     finally:
         fleet.stop()
 

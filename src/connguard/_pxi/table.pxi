@@ -89,7 +89,7 @@ cdef inline Header* table_at(Table* self, uint32_t pos) noexcept nogil:
 
 cdef inline uint32_t home_slot(Table* self, uint64_t h) noexcept nogil:
     """The first index slot a key hashed ``h`` probes: hash bits 8 and up
-    (the bits below them pick the key's shard)."""
+    (the bits below them pick the key's shard, of at most 256)."""
     return <uint32_t>(h >> 8) & self.index_mask
 
 

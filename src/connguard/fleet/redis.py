@@ -600,9 +600,9 @@ class RedisFleet:
 
         Serves the resync() requests made before it began, once it completes:
         a request made while it runs waits for the next replay, and one whose
-        replay fails is served by the replay after the reconnect. A
-        ``resync`` is counted before resync() waiters wake, so their stats()
-        already shows it.
+        replay fails is served by the replay after the reconnect. A replay
+        that is a ``resync`` or serves a request counts as a resync, before
+        resync() waiters wake, so their stats() already shows it.
         """
         with self._resynced:
             serves = self._asked
@@ -621,7 +621,7 @@ class RedisFleet:
             cursor = "(" + last.decode()
         with self._resynced:
             self._last_id = last
-            self._resyncs += resync
+            self._resyncs += resync or serves > self._served     # a replay resync() waits for
             self._served = serves
             self._resynced.notify_all()
         if read:

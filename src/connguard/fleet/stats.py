@@ -27,5 +27,5 @@ class FleetStats(NamedTuple):
     skipped: dict[str, int]   # entries read and not applied, by reason (SKIP_REASONS)
     malformed: int            # entries read that were not valid entries
     reconnects: int           # times a lost connection to Redis was made again
-    resyncs: int              # replays of the live stream after the first (lost stream, resync())
+    resyncs: int              # replays after the first (lost stream), or serving resync()
     replayed: bool            # the live part of the stream has been replayed into the BanManager
