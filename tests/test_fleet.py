@@ -433,6 +433,23 @@ def test_a_resync_asked_before_redis_answers_is_the_first_replay_and_counted(
         fleet.stop()
 
 
+def test_stop_ends_a_waiting_resync_at_once(
+        core: ModuleType, redis_factory: Callable[[], RedisServer], stream: str) -> None:
+    server = redis_factory()
+    fleet = RedisFleet(on_core(BanManager, core)(node_id="b", seed=7), server.url, stream, **FAST)
+    answers: list[bool] = []
+    assert fleet.start(timeout=2.0)
+    server.stop()                                    # no replay can serve it now
+    asking = threading.Thread(target=lambda: answers.append(fleet.resync(30.0)))
+    asking.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    fleet.stop()
+    asking.join(10.0)
+    assert answers == [False]
+    assert time.monotonic() - started < 5.0          # not the 30 s it asked to wait
+
+
 # --- the stream's bounds ----------------------------------------------------------------
 
 def test_the_stream_stays_under_its_cap(make_node: MakeNode, redis_url: str, stream: str) -> None:

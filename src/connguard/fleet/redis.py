@@ -263,6 +263,8 @@ class RedisFleet:
         self._bans.unwatch(self._watch)
         self._stopping.set()
         self._wake.set()
+        with self._resynced:
+            self._resynced.notify_all()         # resync() waiters give up
         wait = self._block + self._timeout + 1.0 if timeout is None else timeout
         deadline = time.monotonic() + wait
         for thread in self._threads:
@@ -333,14 +335,17 @@ class RedisFleet:
         applied when it returns True.
 
         Replaying is idempotent: infractions held or forgiven and commands
-        seen count nothing again. RuntimeError when not started.
+        seen count nothing again. RuntimeError when not started; False at
+        once when stop() is called meanwhile.
         """
         if not self._started or self._stopping.is_set():
             raise RuntimeError("resync() needs a started RedisFleet")
         with self._resynced:
             self._asked += 1
             ticket = self._asked
-            return self._resynced.wait_for(lambda: self._served >= ticket, timeout)
+            self._resynced.wait_for(
+                lambda: self._served >= ticket or self._stopping.is_set(), timeout)
+            return self._served >= ticket
 
     # --- read-only state ------------------------------------------------------------
 
