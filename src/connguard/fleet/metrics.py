@@ -35,7 +35,8 @@ _SPEC: tuple[tuple[type[Family], str, str, str | None, Callable[[FleetStats], ob
      lambda s: s.malformed),
     (CounterMetricFamily, "fleet_reconnects", "Times Redis answered again after failing.", None,
      lambda s: s.reconnects),
-    (CounterMetricFamily, "fleet_resyncs", "Replays of the live stream after the first, or asked for by resync().", None,
+    (CounterMetricFamily, "fleet_resyncs",
+     "Replays of the live stream after the first, or asked for by resync().", None,
      lambda s: s.resyncs),
 )
 
