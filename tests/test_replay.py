@@ -181,6 +181,69 @@ def test_plain_csv(tmp_path: Path) -> None:
     assert [e.split(": ")[0].rsplit(":", 1)[1] for e in skipped.examples] == ["4", "6"]
 
 
+def test_a_protocol_not_given_or_in_capitals_keeps_the_port(tmp_path: Path,
+                                                           path_kind: str) -> None:
+    """An unset protocol field gives no protocol, so the port counts, as with no column."""
+    rows = [zrow(f"{1000 + i}.0", "10.0.0.1", "192.0.2.7", "25", proto=proto)
+            for i, proto in enumerate(["tcp", "-", "(empty)", "TCP", "Udp", "icmp"])]
+    _, flows, skipped = read(write(tmp_path / "conn.log", zeek_tsv(rows)))
+    assert [f[3] for f in flows] == ["192.0.2.7:25"] * 5 + ["192.0.2.7"]
+    argus = [f"2011/08/16 10:01:4{i}.0,1.0,{proto},147.32.84.165,1025,   ->,192.0.2.7,25,CON,"
+             "0,0,2,300,100,flow=Background\n" for i, proto in enumerate(["", "TCP", "ICMP"])]
+    _, flows, _ = read(write(tmp_path / "c.binetflow", ARGUS_HEADER + "".join(argus)))
+    assert [f[3] for f in flows] == ["192.0.2.7:25", "192.0.2.7:25", "192.0.2.7"]
+    csv_text = "ts,src,dst,dport,proto\n" + "".join(
+        f"{1000 + i},10.0.0.1,192.0.2.7,25,{proto}\n" for i, proto in enumerate(["", "-", "TCP"]))
+    _, flows, _ = read(write(tmp_path / "flows.csv", csv_text))
+    assert [f[3] for f in flows] == ["192.0.2.7:25"] * 3
+    assert skipped.count == 0
+
+
+def test_lines_of_only_separators_are_blank_on_both_paths(tmp_path: Path,
+                                                        path_kind: str) -> None:
+    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "443"), [""] * len(ZEEK_FIELDS),
+            zrow("1001.0", "10.0.0.2", "192.0.2.7", "443")]
+    _, flows, skipped = read(write(tmp_path / "conn.log", zeek_tsv(rows)))
+    assert [(f[2], f[6]) for f in flows] == [("10.0.0.1", 8), ("10.0.0.2", 10)]
+    assert skipped.count == 0
+    text = ARGUS_HEADER + ARGUS_LINES[0] + "," * 14 + "\n" + ARGUS_LINES[2]
+    _, flows, skipped = read(write(tmp_path / "c.binetflow", text))
+    assert [f[6] for f in flows] == [2, 4]
+    assert skipped.count == 0
+
+
+def test_a_day_past_the_months_end_is_skipped_on_both_paths(tmp_path: Path,
+                                                          path_kind: str) -> None:
+    """pyarrow's strptime would read 2011/02/30 as March 2; the row path refuses it."""
+    lines = [f"2011/{day} 10:01:46.5,1.5,tcp,147.32.84.165,1025,   ->,192.0.2.7,443,CON,"
+             "0,0,10,1200,300,flow=Background\n" for day in ("02/28", "02/30", "04/31", "02/29")]
+    _, flows, skipped = read(write(tmp_path / "c.binetflow", ARGUS_HEADER + "".join(lines)))
+    assert [f[0] for f in flows] == [1298887306.5]
+    assert skipped.count == 3
+    assert all("StartTime is not YYYY/MM/DD HH:MM:SS" in e for e in skipped.examples)
+
+
+def test_numbers_beyond_a_float_are_skipped_rows(tmp_path: Path) -> None:
+    big = "1" + "0" * 400
+    text = (f'{{"ts": 1000.0, "id.orig_h": "10.0.0.1"}}\n'
+            f'{{"ts": {big}, "id.orig_h": "10.0.0.2"}}\n'
+            f'{{"ts": 1001.0, "id.orig_h": "10.0.0.3", "duration": {big}}}\n')
+    _, flows, skipped = read(write(tmp_path / "conn.json", text))
+    assert [f[2] for f in flows] == ["10.0.0.1"]
+    assert skipped.reasons == {f"ts is out of range: '{big[:40]}'": 1,
+                               f"duration is out of range: '{big[:40]}'": 1}
+
+
+def test_csv_rows_with_more_fields_than_names(tmp_path: Path) -> None:
+    """Empty extra fields (a trailing comma) shift nothing; others would shift the columns."""
+    text = ("ts,src,dst,dport\n"
+            "1000,10.0.0.1,192.0.2.1,25,,\n"
+            "1001,10.0.0.2,192.0.2.1,25,443,junk\n")
+    _, flows, skipped = read(write(tmp_path / "flows.csv", text))
+    assert [f[2] for f in flows] == ["10.0.0.1"]
+    assert skipped.reasons == {"6 fields where the header names 4": 1}
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "the file is empty"),
     ("hello world\n", "cannot tell its format from the first line ('hello world')"),
@@ -300,6 +363,16 @@ def test_cli_json_end_to_end(tmp_path: Path) -> None:
     assert summary["skipped"]["rows"] == 5
     assert summary["skipped"]["first"][0].startswith(f"{broken}:")
     assert summary["flows_per_second"] > 0
+
+
+def test_cli_reports_times_beyond_the_calendar(tmp_path: Path) -> None:
+    """A capture stamped in milliseconds reads as year 51969: shown in seconds, exit 0."""
+    log = write(tmp_path / "ms.csv", "ts,src,dst,dport\n1577836800000,10.0.0.1,192.0.2.1,25\n")
+    page = tmp_path / "report.html"
+    done = cli(str(log), "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    assert "1577836800000 s to 1577836800000 s" in done.stdout
+    assert "1577836800000 s" in page.read_text()
 
 
 def test_cli_table_and_pseudonyms(tmp_path: Path) -> None:

@@ -129,9 +129,10 @@ def run(args: argparse.Namespace) -> int:
     document = result.document(None if args.json else args.top, pseudonymize)
     if args.html:
         report = result.document(args.top, pseudonymize) if args.json else document
+        page = render_html(report)               # before the file is opened: no empty file
         try:
             with open(args.html, "w", encoding="utf-8") as f:
-                f.write(render_html(report))
+                f.write(page)
         except OSError as exc:
             return _fail(f"cannot write {args.html}: {exc.strerror or exc}")
     if args.json:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .readers import Chunk, Skipped, _argus_port, _new_chunk
+from .readers import NO_PROTO, TRANSPORTS, Chunk, Skipped, _argus_port, _new_chunk
 
 BLOCK = 4 << 20                 # bytes pyarrow parses at a time
 
@@ -125,7 +125,7 @@ def _counts(column: pa.Array | None, n: int) -> pa.Array:
 
 
 def _destinations(hosts: pa.Array, ports: pa.Array | None, protos: pa.Array | None) -> list[str]:
-    """``host:port`` for TCP/UDP (or no protocol column), else the host; IPv6 bracketed."""
+    """readers.destination, column by column."""
     hosts = pc.fill_null(hosts, "")
     bracketed = pc.if_else(pc.match_substring(hosts, ":"),
                            pc.binary_join_element_wise("[", hosts, "]", ""), hosts)
@@ -133,7 +133,8 @@ def _destinations(hosts: pa.Array, ports: pa.Array | None, protos: pa.Array | No
         return bracketed.to_pylist()                # type: ignore[no-any-return]
     with_port = pc.and_(pc.is_valid(ports), pc.not_equal(hosts, ""))
     if protos is not None:
-        with_port = pc.and_(with_port, pc.is_in(protos, value_set=pa.array(["tcp", "udp"])))
+        counted = pa.array(TRANSPORTS + NO_PROTO)
+        with_port = pc.and_(with_port, pc.is_in(pc.utf8_lower(protos), value_set=counted))
     joined = pc.binary_join_element_wise(bracketed, ":", pc.cast(ports, pa.string()), "")
     return pc.if_else(pc.fill_null(with_port, False), joined, bracketed).to_pylist()  # type: ignore[no-any-return]
 
@@ -170,9 +171,13 @@ def argus(columns: dict[str, Any]) -> Chunk:
     # As the row path reads it: the minute by strptime, then float seconds.
     if not pc.all(pc.equal(pc.utf8_slice_codeunits(text, 16, 17), ":")).as_py():
         raise ValueError("not YYYY/MM/DD HH:MM:SS")
-    minutes = pc.cast(pc.cast(pc.strptime(pc.utf8_slice_codeunits(text, 0, 16),
-                                          format="%Y/%m/%d %H:%M", unit="s"), pa.int64()),
-                      pa.float64())
+    stamps = pc.strptime(pc.utf8_slice_codeunits(text, 0, 16), format="%Y/%m/%d %H:%M", unit="s")
+    # strptime rolls a day past the month's end over (2011/02/30 reads as March 2),
+    # where the row path refuses the date: such a batch goes row by row.
+    days = pc.cast(pc.utf8_slice_codeunits(text, 8, 10), pa.int64())
+    if not pc.all(pc.equal(pc.day(stamps), days)).as_py():
+        raise ValueError("not a calendar date")
+    minutes = pc.cast(pc.cast(stamps, pa.int64()), pa.float64())
     seconds = pc.cast(pc.utf8_slice_codeunits(text, 17, 64), pa.float64())
     low, high = pc.min_max(seconds).values()
     if low.as_py() < 0.0 or high.as_py() >= 61.0:

@@ -5,7 +5,8 @@ destination, sent and received bytes, line number) ready for
 ``Tracker.replay``. A row that cannot be read is left out and recorded in a
 :class:`Skipped` with its line number and the reason; only a file that
 cannot be read at all (missing, not a flow log, no header) raises
-:class:`FormatError`. Gzip input is recognised by its magic bytes.
+:class:`FormatError`. A blank line, or one of only separators, is no row.
+Gzip input is recognised by its magic bytes.
 
 Formats (``auto`` tells them apart from the first line):
 
@@ -17,7 +18,8 @@ Formats (``auto`` tells them apart from the first line):
   ``StartTime`` like ``2011/08/16 10:01:46.972101`` (read as UTC); ports
   decimal or hex (``0x0303``) or empty; received = ``TotBytes - SrcBytes``.
 * ``csv``: a header naming at least a start and a source column (see
-  ``CSV_COLUMNS``); start in seconds or ISO 8601 (UTC unless it says).
+  ``CSV_COLUMNS``); start in seconds or ISO 8601 (UTC unless it says); a row
+  has as many fields as the header names, or more that are all empty.
 
 The destination is ``host:port`` (``[v6]:port``) for TCP and UDP flows
 (or when the protocol is not given), the bare host otherwise: an ICMP
@@ -129,13 +131,20 @@ def _add(out: Chunk, start: float, duration: float | None, source: str, target: 
     out.lines.append(line)
 
 
+# A protocol field holding one of these gives no protocol (the port then counts).
+NO_PROTO = ("", "-", "(empty)")
+# The protocols whose port names a service.
+TRANSPORTS = ("tcp", "udp")
+
+
 def destination(host: str, port: int | None, proto: str | None) -> str:
-    """``host:port`` for TCP/UDP or an unknown protocol, else the host; IPv6 bracketed."""
+    """``host:port`` for TCP/UDP (in any case) or when no protocol is given,
+    else the host; IPv6 bracketed."""
     if not host:
         return ""
     if ":" in host:
         host = f"[{host}]"
-    if port is None or proto not in (None, "tcp", "udp"):
+    if port is None or proto is not None and proto.lower() not in TRANSPORTS + NO_PROTO:
         return host
     return f"{host}:{port}"
 
@@ -425,7 +434,8 @@ class FlowFile:
         for row in rows:
             if not any(row):                         # a blank line, or only separators
                 continue
-            if len(row) < len(header):
+            # More fields than names shift no column only when the extra ones are empty.
+            if len(row) < len(header) or any(row[len(header):]):
                 skipped.add(where, rows.line_num, f"{len(row)} fields where the header "
                                                   f"names {len(header)}")
                 continue
@@ -449,7 +459,10 @@ def _json_value(row: dict[str, Any], key: str, kind: str) -> Any:
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Bad(f"{key} is not a number: {str(value)[:40]!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:                # an integer beyond any float
+            raise _Bad(f"{key} is out of range: {str(value)[:40]!r}") from None
     if kind == "count":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _Bad(f"{key} is not a count: {str(value)[:40]!r}")
@@ -491,16 +504,13 @@ def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> 
         raise _Bad("source is empty")
     host = row[index["destination"]] if index["destination"] >= 0 else ""
     port = _port(row[index["port"]], "port", unset) if index["port"] >= 0 else None
-    proto = row[index["proto"]].lower() if index["proto"] >= 0 else None
+    proto = row[index["proto"]] if index["proto"] >= 0 else None
     target = destination(host, port, proto) if port is not None else host
     return (start,
             _number(row[index["duration"]], "duration", unset) if index["duration"] >= 0 else None,
             source, target,
             _count(row[index["sent"]], "sent", unset) if index["sent"] >= 0 else None,
             _count(row[index["received"]], "received", unset) if index["received"] >= 0 else None)
-
-
-_TRANSPORT = (None, "tcp", "udp")
 
 
 def _blocks(text: IO[str], size: int) -> Iterator[list[str]]:
@@ -569,7 +579,7 @@ class _ZeekHeader:
 
     def row(self, line: str, lineno: int, out: Chunk, skipped: Skipped) -> None:
         """Take one line: a directive, a flow (added to ``out``) or a row to skip."""
-        if not line:
+        if not line.strip(self.sep):             # a blank line, or only separators
             return
         if line[0] == "#":
             self._directive(line, lineno)
@@ -682,9 +692,10 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     """Take one binetflow row: a flow (added to ``out``) or a row to skip."""
     its, isrc, idst, iport, iproto, idur, isent, itotal = index
     unset = ("",)
+    if not any(row):                             # a blank line, or only separators
+        return
     if len(row) != columns:
-        if row:
-            skipped.add(where, lineno, f"{len(row)} fields where the header names {columns}")
+        skipped.add(where, lineno, f"{len(row)} fields where the header names {columns}")
         return
     try:
         start = clock(row[its])

@@ -15,13 +15,18 @@ __all__ = ["evidence_text", "moment", "render_text"]
 
 
 def moment(t: float | None) -> str:
-    """A log time for people: UTC date and time, or seconds for relative clocks."""
+    """A log time for people: UTC date and time, or seconds for relative clocks
+    and for times outside the calendar's years 1 to 9999 (a capture stamped in
+    milliseconds reads as a time thousands of years on)."""
     if t is None:
         return "-"
     if abs(t) < 1e9:                     # a capture that counts from its own start
         return f"{t:.1f} s"
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%SZ")
+    try:
+        when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return f"{t:.0f} s"
+    return when.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def evidence_text(evidence: Mapping[str, Mapping[str, Any]]) -> str:
