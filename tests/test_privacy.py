@@ -85,3 +85,23 @@ def test_pseudonyms_are_stable_within_a_period_and_unlinkable_across(clock: Any)
 def test_bad_pseudonymizer_settings(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Pseudonymizer(**kwargs)
+
+
+def test_with_a_key_a_failing_on_finding_logs_no_address(make_guard: Make, caplog: Any,
+                                                         clock: Any) -> None:
+    """The callback's own error may carry the address (a KeyError of the source does):
+    counted and logged, but neither its message nor its traceback."""
+    pseudonymizer = Pseudonymizer(KEY, clock=clock)
+    seen: dict[str, int] = {}
+
+    def on_finding(finding: Any) -> None:
+        seen[finding.source] += 1                     # KeyError: '203.0.113.7'
+
+    g = make_guard(tracker={"concurrent_threshold": 3}, limiter=False,
+                   bans={"pseudonymizer": pseudonymizer}, pseudonymizer=pseudonymizer,
+                   on_finding=on_finding)
+    with caplog.at_level(logging.WARNING, logger="connguard"):
+        traffic(g)
+    assert g.tracker.finding_errors == 2              # both flooders' findings
+    assert "on_finding raised KeyError (not shown: a pseudonymizer is set)" in caplog.text
+    assert not ADDRESS.search(caplog.text), caplog.text

@@ -64,6 +64,7 @@ class Proxy:
             cmd += ["--config", str(tmp / "proxy.toml")]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
+        self.err = ""
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -101,8 +102,9 @@ class Proxy:
             time.sleep(0.02)
 
     def stop(self) -> tuple[int, str]:
+        """SIGTERM; the exit status and stdout. stderr is kept in ``self.err``."""
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=TIMEOUT)
+        out, self.err = self.process.communicate(timeout=TIMEOUT)
         return self.process.returncode, out
 
 
@@ -185,6 +187,7 @@ def test_sigterm_drains_open_tunnels(tmp_path: Path, target: int, proxies: list[
     status, out = proxy.stop()          # --drain 1: the open tunnel is cut after a second
     assert status == 0 and "draining" in out
     assert time.monotonic() - started < 5
+    assert "Traceback" not in proxy.err, proxy.err    # a cancelled tunnel ends quietly
     sock.close()
 
 
@@ -192,12 +195,19 @@ def test_bad_requests_get_400(tmp_path: Path, proxies: list[Proxy]) -> None:
     proxy = Proxy(tmp_path)
     proxies.append(proxy)
     for request in (b"HELLO\r\n\r\n", b"CONNECT nohost HTTP/1.1\r\n\r\n",
-                    b"GET https://x.invalid/ HTTP/1.1\r\n\r\n"):
+                    b"GET https://x.invalid/ HTTP/1.1\r\n\r\n",
+                    # hosts and ports the resolver or int() would choke on
+                    b"CONNECT " + b"a" * 64 + b".example.com:443 HTTP/1.1\r\n\r\n",
+                    b"CONNECT a\x00b:443 HTTP/1.1\r\n\r\n",
+                    b"CONNECT [zz]:443 HTTP/1.1\r\n\r\n",
+                    b"GET http://[::1/ HTTP/1.1\r\n\r\n",
+                    b"CONNECT h:" + b"9" * 5000 + b" HTTP/1.1\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT) as sock:
             sock.sendall(request)
             assert sock.recv(100).startswith(b"HTTP/1.1 400"), request
     assert proxy.value("connguard_accepted_total") == 0
     assert proxy.stop()[0] == 0
+    assert "Traceback" not in proxy.err, proxy.err
 
 
 def test_demo_runs_and_leaves_nothing_running(tmp_path: Path) -> None:

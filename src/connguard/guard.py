@@ -205,8 +205,19 @@ class _GuardAPI(_GuardBase):
                 self._bans.report(finding.source, kind, finding.last_seen if same_clock else None)
             except Exception as exc:
                 self._callback_failed(f"reporting {finding.pattern}", exc)
-        if self._on_finding is not None:
+        if self._on_finding is None:
+            return
+        if self._pseudonymizer is None:
+            self._on_finding(finding)            # what it raises, the tracker counts and logs
+            return
+        try:
             self._on_finding(finding)
+        except Exception as exc:
+            # Counted and logged by the tracker all the same, but without the
+            # message or traceback of the callback's own error: they may carry
+            # the address (a KeyError of finding.source does).
+            raise RuntimeError(f"on_finding raised {type(exc).__name__} (not shown: "
+                               "a pseudonymizer is set)") from None
 
     def _flagged(self, source: Source, bits: int) -> None:
         # Called by the core, outside every lock, after the connection was

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -24,6 +26,9 @@ log = logging.getLogger("connguard.proxy")
 
 _CHUNK = 65536
 _MAX_HEAD = 16384
+# A DNS name (an IPv4 address is one too): labels of 1 to 63 letters, digits,
+# '-' or '_', dot-separated, 253 characters at most, with an optional final dot.
+_DNS_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?", re.ASCII)
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization",
                          "proxy-authenticate", "te", "trailer", "upgrade"})
 
@@ -47,11 +52,14 @@ class ConnectProxy:
     3. A plain HTTP request is forwarded with ``Connection: close``: one
        request per client connection. Only ``http://`` targets are
        forwarded; HTTPS goes through CONNECT.
+    4. ``drain(timeout)`` stops accepting, waits for open tunnels, then
+       cancels what is left; the Guard's counts are back to zero after it.
     5. ``route(host, port) -> (host, port)``, when given, picks the address
        actually connected to (``connguard demo`` and tests send every
        tunnel to one local target); the Guard still sees what was asked for.
-    4. ``drain(timeout)`` stops accepting, waits for open tunnels, then
-       cancels what is left; the Guard's counts are back to zero after it.
+    6. A request head that is not one of those, or names a host that is
+       neither a DNS name nor an IP address, or a port outside 1-65535, is
+       answered 400 and nothing is counted or connected for it.
     """
 
     def __init__(self, guard: Guard | None, *, head_timeout: float = 10.0,
@@ -93,6 +101,11 @@ class ConnectProxy:
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # drain() cancelled it: the tunnel is closed below, and the task
+            # ends quietly (Python 3.11's streams log a cancelled handler as
+            # an error).
             pass
         finally:
             self._tasks.discard(task)
@@ -153,7 +166,10 @@ def _parse_head(head: bytes) -> tuple[str, str, str, int, bytes]:
     if method == "CONNECT":
         host, port = _host_port(target, None)
         return method, target, host, port, b""
-    url = urlsplit(target)
+    try:
+        url = urlsplit(target)
+    except ValueError:                             # "http://[::1/", an unclosed bracket
+        raise BadRequest("bad target URL") from None
     if url.scheme != "http" or not url.netloc:
         raise BadRequest("only CONNECT and absolute http:// targets are proxied")
     host, port = _host_port(url.netloc, 80)
@@ -171,16 +187,22 @@ def _host_port(authority: str, default: int | None) -> tuple[str, int]:
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise BadRequest(f"bad IPv6 host {host[:40]!r}") from None
     else:
         host, _, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
+        if not host:
+            raise BadRequest("empty host")
+        if not _DNS_NAME.fullmatch(host):
+            raise BadRequest(f"bad host {host[:40]!r}")
     if not port_text:
         if default is None:
             raise BadRequest("CONNECT needs host:port")
         return host, default
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+    if not (len(port_text) <= 5 and port_text.isdigit() and 0 < int(port_text) < 65536):
         raise BadRequest(f"bad port {port_text[:8]!r}")
-    if not host:
-        raise BadRequest("empty host")
     return host, int(port_text)
 
 
