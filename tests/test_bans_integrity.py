@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from types import ModuleType
 from typing import Any
 
@@ -409,10 +412,73 @@ def test_infraction_objects_from_elsewhere_are_checked_too(make_bans: Make, cloc
     assert b.apply(good) and b.score("192.0.2.1") == 1
 
 
+@pytest.mark.parametrize("now", [Fraction(1001), Decimal(1001), 1001])
+def test_every_part_takes_the_real_numbers_the_cores_take(make_guard: Make, now: Any) -> None:
+    """A Guard's tracker, limiter and bans read one time alike: the limiter's
+    infractions are not lost to a type only the cores took."""
+    g = make_guard(limiter={"rate": 1.0, "burst": 1.0, "warn_after": 0, "abuse_after": 2},
+                   bans={"penalties": {"rate_limit_abuse": (10, HOUR)}})
+    for _ in range(3):
+        g.accept("198.51.100.4", now=now)
+    counted = {kind: n for kind, n in g.bans.infraction_counts().items() if n}
+    assert counted == {"rate_limit_violation": 1, "rate_limit_abuse": 1}
+    assert g.is_banned("198.51.100.4", now=1001.0)
+    assert g.tracker.stats("198.51.100.4", now=1001.0).first_seen == 1001.0
+
+
+@pytest.mark.parametrize("now", [True, "1001", b"1001", memoryview(b"1001"), [1001]])
+def test_times_of_other_types_are_refused_alike(make_tracker: Make, make_limiter: Make,
+                                                make_bans: Make, now: Any) -> None:
+    t, limiter, bans = make_tracker(), make_limiter(), make_bans()
+    message = f"now must be a real number of seconds, not {type(now).__name__}"
+    calls: list[Callable[[], object]] = [
+        lambda: t.accept("192.0.2.1", now=now), lambda: t.stats("192.0.2.1", now=now),
+        lambda: limiter.allow("k", now=now), lambda: bans.is_banned("192.0.2.1", now=now),
+        lambda: bans.ban("192.0.2.1", 10.0, now=now)]
+    for call in calls:
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call()
+    assert t.tracked_sources == 0 and bans.banned(now=1001.0) == []
+    broken = make_tracker(clock=lambda: None)
+    with pytest.raises(TypeError, match="the clock must return a real number of seconds, "
+                                        "not NoneType"):
+        broken.accept("192.0.2.1")
+
+
+def test_bans_below_time_zero_hold_list_and_lift(make_bans: Make) -> None:
+    """Times below zero are times like any other: "not banned" is no time a clock reads."""
+    seen: list[tuple[str, str]] = []
+    b = make_bans(on_ban=lambda ban: seen.append(("ban", ban.source)),
+                  on_unban=lambda source: seen.append(("unban", source)))
+    b.ban("203.0.113.7", 10.0, now=-1000.0)
+    assert [ban.source for ban in b.banned(now=-1000.0)] == ["203.0.113.7"]
+    assert b.is_banned("203.0.113.7", now=-991.0) and not b.is_banned("203.0.113.7", now=-990.0)
+    assert b.unban("203.0.113.7", now=-995.0)
+    assert not b.is_banned("203.0.113.7", now=-995.0) and b.banned(now=-995.0) == []
+    b.report("203.0.113.9", "impersonation", now=-100.0)          # 10 points: banned
+    assert b.is_banned("203.0.113.9", now=-100.0)
+    assert [ban.source for ban in b.banned(now=-100.0)] == ["203.0.113.9"]
+    assert seen == [("ban", "203.0.113.7"), ("unban", "203.0.113.7"), ("ban", "203.0.113.9")]
+
+
+def test_a_created_beyond_every_float_is_a_value_error(make_bans: Make) -> None:
+    """JSON may carry any integer: one no float holds is refused like a NaN."""
+    entry = {"id": "p:1:ab", "source": "192.0.2.1", "kind": "impersonation", "node": "p",
+             "created": 10**400}
+    b = make_bans()
+    with pytest.raises(ValueError, match="created must be a finite number"):
+        b.apply(entry)
+    with pytest.raises(ValueError, match="snapshot infraction 0: infraction created must be"):
+        b.restore({"version": 1, "infractions": [entry]})
+    assert b.score("192.0.2.1") == 0
+
+
 def test_ban_manager_times_are_bounded_like_the_cores(make_bans: Make) -> None:
     b = make_bans()
     with pytest.raises(ValueError, match="now must be a finite number of seconds within"):
         b.ban("192.0.2.1", 60.0, now=2e15)
+    with pytest.raises(ValueError, match="duration must be at most 1e\\+15 seconds, got 1e\\+300"):
+        b.ban("192.0.2.1", 1e300, now=100.0)
     assert b.banned(now=100.0) == []
 
 

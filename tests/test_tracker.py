@@ -356,7 +356,9 @@ def test_batch_closes_carry_bytes_checked_first(make_tracker: Make) -> None:
     for sent, received, error, match in (
             ([1, 2], None, ValueError, r"^sent has 2 entries for 3 sources"),
             ([1, 2, -3], None, ValueError, r"^sent\[2\] must be >= 0"),
-            (None, [0, "9", 0], TypeError, r"^received\[1\] must be an int or None")):
+            (None, [0, "9", 0], TypeError, r"^received\[1\] must be an int or None"),
+            (5, None, TypeError, r"^sent must be an iterable of byte counts, not int$"),
+            (None, "123", TypeError, r"^received must be an iterable of byte counts, not one str")):
         with pytest.raises(error, match=match):
             t.close_many(sources, now=2.0, sent=sent, received=received)
     assert counts(t) == before
@@ -364,7 +366,7 @@ def test_batch_closes_carry_bytes_checked_first(make_tracker: Make) -> None:
     assert counts(t)["active_connections"] == 0
 
 
-@pytest.mark.parametrize("one", ["192.0.2.1", b"192.0.2.1"])
+@pytest.mark.parametrize("one", ["192.0.2.1", b"192.0.2.1", 5, None])
 def test_one_source_is_not_a_batch(make_tracker: Make, one: object) -> None:
     t = make_tracker()
     with pytest.raises(TypeError, match="sources must be an iterable of sources"):

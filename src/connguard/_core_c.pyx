@@ -24,6 +24,8 @@ Locking, beside the data it guards:
 
 import threading as _threading
 
+from ._validate import seconds_of as _seconds_of
+
 cimport cython
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.long cimport PyLong_Check

@@ -27,6 +27,19 @@ def number_arg(name: str, value: object, *, low: float = 0.0, allow_low: bool = 
     return float(value)
 
 
+def seconds_of(value: object, from_clock: bool = False) -> float:
+    """A time as both cores read one: a float, or what converts to one as a
+    real number does (an int, a Fraction, a Decimal, numpy's numbers), never a
+    bool or text. TypeError names ``now``, or the clock when ``from_clock``."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is not bool and (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
+        return float(value)  # type: ignore[arg-type]
+    raise TypeError(f"{'the clock must return' if from_clock else 'now must be'} a real "
+                    f"number of seconds, not {kind.__name__}")
+
+
 def callable_arg(name: str, value: Any) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable, not {type(value).__name__}")

@@ -48,13 +48,17 @@ if TYPE_CHECKING:
     from .guard import GuardTable
 
 
-def batch_of(sources: Iterable[Source]) -> list[Source]:
-    """A batch's sources as a list; one str or bytes is a TypeError, not a
-    batch of characters."""
-    if isinstance(sources, (str, bytes, bytearray)):
-        raise TypeError(f"sources must be an iterable of sources, not one "
-                        f"{type(sources).__name__}")
-    return list(sources)
+def batch_of(values: Iterable[Any], name: str = "sources", items: str = "sources") -> list[Any]:
+    """A batch's ``name`` (its ``items``) as a list; one str or bytes is a
+    TypeError, not a batch of characters, and so is what is not iterable."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be an iterable of {items}, not one {type(values).__name__}")
+    try:
+        iterator = iter(values)
+    except TypeError:
+        raise TypeError(f"{name} must be an iterable of {items}, "
+                        f"not {type(values).__name__}") from None
+    return list(iterator)
 
 
 def tell_raised(tracker: SourceTable, guard: GuardTable | None, source: Any, result: int,
@@ -73,7 +77,7 @@ def _bytes_column(n: int, name: str, column: Iterable[int | None] | None) -> lis
     or one count (int >= 0, or None) per source."""
     if column is None:
         return [-1] * n
-    counts = batch_of(column)  # type: ignore[arg-type]
+    counts = batch_of(column, name, "byte counts")
     if len(counts) != n:
         raise ValueError(f"{name} has {len(counts)} entries for {n} sources")
     return [_bytes_arg(f"{name}[{i}]", value) for i, value in enumerate(counts)]

@@ -22,6 +22,7 @@ from .._spec import (
     Broken,
     Source,
 )
+from .._validate import seconds_of
 from .parse import _M64, default_clock, fmix64, key_hash, source_key, source_text
 from .patterns import Pool, Record
 
@@ -274,12 +275,6 @@ def _prefix_mask(bits: int) -> int:
     return _M64 & ~((1 << (64 - bits)) - 1)
 
 
-def _as_seconds(now: object) -> float:
-    if isinstance(now, (str, bytes, bytearray)):
-        raise TypeError(f"must be real number, not {type(now).__name__}")
-    return float(now)  # type: ignore[arg-type]
-
-
 class ShardedTable:
     """Sharded, bounded tables of one entry type, keyed by netblock or text.
 
@@ -313,11 +308,12 @@ class ShardedTable:
         self._shards = tuple(Shard() for _ in range(shards))
 
     def _now(self, now: object) -> float:
-        if now is None:
+        from_clock = now is None
+        if from_clock:
             if self._clock is None:
                 return default_clock()
             now = self._clock()
-        t = _as_seconds(now)
+        t = seconds_of(now, from_clock)
         if not -MAX_TIME <= t <= MAX_TIME:           # also false for nan
             raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
                              f"got {now!r}")

@@ -439,13 +439,17 @@ cdef enum:
     _AHEAD = 8                    # batches: how many sources ahead index slots are loaded
 
 
-cdef list batch_of(object sources):
-    """A batch's sources as a list; one str or bytes is a TypeError, not a
-    batch of characters."""
-    if isinstance(sources, (str, bytes, bytearray)):
-        raise TypeError(f"sources must be an iterable of sources, not one "
-                        f"{type(sources).__name__}")
-    return list(sources)
+cdef list batch_of(object values, str name="sources", str items="sources"):
+    """A batch's ``name`` (its ``items``) as a list; one str or bytes is a
+    TypeError, not a batch of characters, and so is what is not iterable."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"{name} must be an iterable of {items}, not one {type(values).__name__}")
+    try:
+        iterator = iter(values)
+    except TypeError:
+        raise TypeError(f"{name} must be an iterable of {items}, "
+                        f"not {type(values).__name__}") from None
+    return list(iterator)
 
 
 cdef int _bytes_column(Keyed* keys, Py_ssize_t n, str name, object column) except -1:
@@ -456,7 +460,7 @@ cdef int _bytes_column(Keyed* keys, Py_ssize_t n, str name, object column) excep
     cdef bint is_sent = name == "sent"
     if column is None:
         return 0
-    counts = batch_of(column)
+    counts = batch_of(column, name, "byte counts")
     if len(counts) != n:
         raise ValueError(f"{name} has {len(counts)} entries for {n} sources")
     for i in range(n):

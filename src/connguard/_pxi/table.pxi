@@ -613,9 +613,11 @@ cdef class ShardedTable:
 
     cdef double _given_now(self, object now) except? -1.0:
         cdef double t
-        if now is None:
+        cdef bint from_clock = now is None
+        if from_clock:
             now = self._clock()
-        t = now
+        # Any other type through the twin's own check: one rule, one message.
+        t = now if type(now) is float else _seconds_of(now, from_clock)
         if not -_MAX_TIME <= t <= _MAX_TIME:            # also false for nan
             raise ValueError(f"now must be a finite number of seconds within +-{_MAX_TIME:g}, "
                              f"got {now!r}")

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import _core
 from .._netblock import NetblockKeyed, address_of, netblock_text
 from .._spec import MAX_CAPACITY, MAX_TIME, Source
-from .._validate import callable_arg, int_arg, number_arg, seed_arg, shards_arg
+from .._validate import callable_arg, int_arg, number_arg, seconds_of, seed_arg, shards_arg
 from .policy import BanPolicy
-from .records import Key, Record, Records
+from .records import NO_BAN, Key, Record, Records
 from .wire import (
     MAX_ID_LENGTH,
     MAX_NODE_LENGTH,
@@ -269,8 +269,11 @@ class _BanAPI(NetblockKeyed, _BanBase):
     # --- bans ------------------------------------------------------------------
 
     def ban(self, source: Source, duration: float, now: float | None = None) -> None:
-        """Ban ``source``'s netblock for ``duration`` seconds (longer if already banned)."""
+        """Ban ``source``'s netblock for ``duration`` seconds, at most MAX_TIME
+        (longer if already banned)."""
         duration = number_arg("duration", duration)
+        if duration > MAX_TIME:
+            raise ValueError(f"duration must be at most {MAX_TIME:g} seconds, got {duration!r}")
         key = self._key_of(source)
         t = self._local(now)
         with self._lock:
@@ -307,7 +310,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
                     if before is None or infraction.created <= before:
                         self._records.forget(infraction, t + self._offset)
                 record.infractions = kept
-                events = self._set_ban(record, self._score_until(record, t) if kept else 0.0, t)
+                events = self._set_ban(record, self._score_until(record, t) if kept else NO_BAN, t)
         if self._watches:
             command = (self._text(key), t + self._offset)
             events += [(watch.on_unban, command) for watch in self._watches]
@@ -373,7 +376,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
                 # With escalation a record remembers its past bans (still
                 # bounded by capacity); otherwise nothing is left to keep.
                 remembered = self._policy.escalation is not None and record.bans
-                if not record.infractions and not record.banned_until and not remembered:
+                if not record.infractions and record.banned_until == NO_BAN and not remembered:
                     self._records.remove(record, wall)
                     gone += 1
             self._records.purge_gone(wall)
@@ -455,7 +458,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         record = Record(*key, text if text is not None else self._text(key))
         evicted = self._records.add(record, t, t + self._offset)
         events: Events = []
-        if evicted is not None and evicted.banned_until:
+        if evicted is not None and evicted.banned_until != NO_BAN:
             self.clear(evicted.hi, evicted.lo)
             if evicted.banned_until > t:
                 # Every record held a live ban: the one ending soonest made room.
@@ -471,12 +474,12 @@ class _BanAPI(NetblockKeyed, _BanBase):
             for infraction in expired:
                 self._records.forget(infraction, wall)       # expired: not remembered
             record.infractions = [i for i in record.infractions if i.expires > wall]
-        if record.banned_until and record.banned_until <= t:
-            return self._set_ban(record, 0.0, t)
+        if record.banned_until != NO_BAN and record.banned_until <= t:
+            return self._set_ban(record, NO_BAN, t)
         return []
 
     def _score_until(self, record: Record, t: float) -> float:
-        """When live penalties fall below ban_score (local time), or 0.0 if they already are."""
+        """When live penalties fall below ban_score (local time), or NO_BAN if they already are."""
         wall = t + self._offset
         live = sorted([i for i in record.infractions if i.expires > wall], key=_EXPIRES)
         score = sum(map(_PENALTY, live))
@@ -486,7 +489,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             score -= infraction.penalty
             if score < self._policy.ban_score:
                 return infraction.expires - self._offset
-        return 0.0
+        return NO_BAN
 
     def _set_ban(self, record: Record, until: float, t: float, log_it: bool = True) -> Events:
         """Move a record to ``until`` (<= t: not banned), in the core table too.
@@ -497,14 +500,14 @@ class _BanAPI(NetblockKeyed, _BanBase):
         """
         active = record.banned_until > t
         events: Events = []
-        if record.banned_until and not active:          # ended, not yet reported
+        if record.banned_until != NO_BAN and not active:    # ended, not yet reported
             events.append((self._on_unban, record.source))
         if until <= t:
             if active:
                 events.append((self._on_unban, record.source))
-            if record.banned_until:
+            if record.banned_until != NO_BAN:
                 self.clear(record.hi, record.lo)
-                self._records.set_ban(record, 0.0)
+                self._records.set_ban(record, NO_BAN)
             return events
         if not active:
             until = t + self._policy.ban_length(until - t, record.bans)
@@ -556,12 +559,12 @@ class _BanAPI(NetblockKeyed, _BanBase):
     # --- argument handling (no lock needed) --------------------------------------
 
     def _local(self, now: float | None) -> float:
-        """``now``, or the clock's reading, checked as the core checks times."""
-        t = self._time_source() if now is None else now
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not -MAX_TIME <= t <= MAX_TIME:
+        """``now``, or the clock's reading, checked as the cores check times."""
+        t = seconds_of(self._time_source() if now is None else now, now is None)
+        if not -MAX_TIME <= t <= MAX_TIME:               # also false for nan
             raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
                              f"got {t!r:.40}")
-        return float(t)
+        return t
 
     def _key_of(self, source: Source) -> Key:
         """Key an address, or a netblock as other nodes send it ("2001:db8::/64").

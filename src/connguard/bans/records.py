@@ -8,6 +8,7 @@ what these methods return).
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ __all__ = ["Record", "Records"]
 Key = tuple[int, int]
 
 
+# A record's banned_until when it holds no ban. Not 0.0: times below zero are
+# valid (a clock may start anywhere within +-MAX_TIME), and every comparison
+# of a time with -inf says "ended".
+NO_BAN = -math.inf
+
+
 @dataclass(slots=True, eq=False)
 class Record:
     """One netblock's infractions and ban state."""
@@ -27,7 +34,7 @@ class Record:
     lo: int
     source: str                   # netblock text
     infractions: list[Infraction] = field(default_factory=list)
-    banned_until: float = 0.0     # local timebase; 0.0: not banned
+    banned_until: float = NO_BAN  # local timebase; NO_BAN: not banned
     bans: int = 0                 # bans so far, for escalation
 
     @property
@@ -54,7 +61,7 @@ class Records:
         self.capacity = capacity
         self.remember = remember
         self._idle: OrderedDict[Key, Record] = OrderedDict()   # not banned; least recent first
-        self._banned: dict[Key, Record] = {}                   # banned_until != 0
+        self._banned: dict[Key, Record] = {}                   # banned_until != NO_BAN
         self._ends: list[tuple[float, Key]] = []               # heap of ban ends; stale entries skipped
         self._gone: OrderedDict[str, float] = OrderedDict()    # dropped or forgiven id -> expiry (wall)
         self.evicted_bans = 0
@@ -87,10 +94,10 @@ class Records:
         return evicted
 
     def set_ban(self, record: Record, until: float) -> None:
-        """Record ``until`` (0.0: not banned) and keep the record in the right set."""
+        """Record ``until`` (NO_BAN: not banned) and keep the record in the right set."""
         key = record.key
         record.banned_until = until
-        if until:
+        if until != NO_BAN:
             self._idle.pop(key, None)
             self._banned[key] = record
             heapq.heappush(self._ends, (until, key))

@@ -96,8 +96,16 @@ def _explain(data: Mapping[str, Any]) -> None:
     created = data.get("created", _MISSING)
     if created is _MISSING:
         raise ValueError("infraction is missing 'created'")
-    if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not _finite(created):
         raise ValueError(f"infraction created must be a finite number of seconds, got {created!r:.80}")
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite, and False for an int beyond every float (JSON may carry one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_node_id(node_id: object) -> str:
