@@ -375,6 +375,21 @@ def test_cli_reports_times_beyond_the_calendar(tmp_path: Path) -> None:
     assert "1577836800000 s" in page.read_text()
 
 
+def test_cli_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``connguard replay ... | head``: the reader left, so exit 1 with no traceback."""
+    log = scan_log(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)                               # nobody will read: every write fails
+    try:
+        done = subprocess.run([sys.executable, "-m", "connguard", "replay", str(log), "--json"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
 def test_cli_table_and_pseudonyms(tmp_path: Path) -> None:
     log = scan_log(tmp_path)
     done = cli(str(log), "--pseudonymize", "0123456789abcdef-secret")

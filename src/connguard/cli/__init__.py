@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from .. import __version__
@@ -26,5 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy.add_parser(commands)
     bans.add_parser(commands)
     args = parser.parse_args(argv)
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The output's reader went away (``connguard replay ... | head``): stop
+        # quietly, with stdout on devnull so that the flush at exit finds a
+        # reader too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return status
