@@ -209,8 +209,10 @@ def test_fields_from_peers_are_bounded(make_bans: Make, clock: Any, field: str, 
 
 
 def test_node_id_is_checked_and_long_ones_still_restore(make_bans: Make) -> None:
-    with pytest.raises(ValueError, match="node_id must be a str of 1 to 128 characters"):
-        make_bans(node_id="n" * 187)
+    for bad in ("n" * 187, "é" * 65, "\ud800", ""):      # bytes count: a fleet entry's bound
+        with pytest.raises(ValueError, match="node_id must be a str of 1 to 128 bytes in UTF-8"):
+            make_bans(node_id=bad)
+    assert make_bans(node_id="é" * 64).node_id == "é" * 64
     a, b = make_bans(node_id="n" * 128), make_bans(node_id="other")
     a.report("192.0.2.1", "impersonation")
     assert b.restore(a.snapshot()) == 1 and b.is_banned("192.0.2.1")
@@ -443,6 +445,18 @@ def test_times_of_other_types_are_refused_alike(make_tracker: Make, make_limiter
     with pytest.raises(TypeError, match="the clock must return a real number of seconds, "
                                         "not NoneType"):
         broken.accept("192.0.2.1")
+
+
+def test_a_peers_older_unban_leaves_a_later_manual_ban(make_bans: Make, clock: Any) -> None:
+    b = make_bans()
+    b.ban("198.51.100.20", 600.0)                        # at 1000: until 1600
+    clock.advance(10.0)
+    assert b.unban("198.51.100.20", before=990.0)        # made before the ban: it stays
+    assert b.is_banned("198.51.100.20") and b.banned()[0].until == 1600.0
+    assert b.unban("198.51.100.20", before=1005.0)       # made after it: lifted
+    assert not b.is_banned("198.51.100.20") and b.banned() == []
+    b.ban("198.51.100.21", 600.0)
+    assert b.unban("198.51.100.21") and not b.is_banned("198.51.100.21")   # a local unban: all
 
 
 def test_bans_below_time_zero_hold_list_and_lift(make_bans: Make) -> None:

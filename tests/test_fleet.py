@@ -130,6 +130,42 @@ def test_a_forged_entry_with_a_huge_penalty_is_clamped(make_node: MakeNode, redi
     assert ban.until <= now + max(life for _, life in DEFAULT_KINDS.values()) + 1   # max_ban
 
 
+def test_commands_from_the_future_count_as_now(make_node: MakeNode, redis_url: str,
+                                             stream: str) -> None:
+    """A ban dated ahead lasts max_ban at most; an unban dated ahead does not shadow
+    the offences after it."""
+    b, fb = make_node("b")
+    r = client(redis_url)
+    ahead = repr(time.time() + 1e9)
+    r.xadd(stream, {"type": "ban", "id": "evil:ban:1", "source": "203.0.113.60",
+                    "created": ahead, "node": "evil", "duration": "60"})
+    r.xadd(stream, {"type": "unban", "id": "evil:unban:1", "source": "203.0.113.61",
+                    "created": ahead, "node": "evil"})
+    assert wait_for(lambda: fb.stats().applied == 2)
+    (ban,) = b.banned()
+    assert ban.source == "203.0.113.60" and ban.until <= time.time() + 60.0 + 1
+    for i in range(3):                                   # after the unban: 30 points
+        r.xadd(stream, {"id": f"c:1:{i}", "source": "203.0.113.61", "kind": "impersonation",
+                        "created": repr(time.time()), "node": "c"})
+    assert wait_for(lambda: b.is_banned("203.0.113.61"))
+    assert fb.stats().skipped["lifted"] == 0
+
+
+def test_an_unban_older_than_a_manual_ban_leaves_it(make_node: MakeNode, redis_url: str,
+                                                    stream: str) -> None:
+    a, _ = make_node("a")
+    b, fb = make_node("b")
+    unbanned_at = time.time()
+    time.sleep(0.05)                    # later by more than two BanManagers' clocks disagree
+    a.ban("198.51.100.20", 3600.0)
+    assert wait_for(lambda: b.is_banned("198.51.100.20"))
+    # An unban node c made before the ban, delivered late (held in its outbox).
+    client(redis_url).xadd(stream, {"type": "unban", "id": "c:unban:1", "node": "c",
+                                    "source": "198.51.100.20", "created": repr(unbanned_at)})
+    assert wait_for(lambda: fb.stats().applied == 2)
+    assert a.is_banned("198.51.100.20") and b.is_banned("198.51.100.20")
+
+
 def test_malformed_and_unknown_entries_are_counted_and_skipped(make_node: MakeNode, redis_url: str,
                                                                stream: str) -> None:
     b, fb = make_node("b")

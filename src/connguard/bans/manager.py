@@ -278,7 +278,13 @@ class _BanAPI(NetblockKeyed, _BanBase):
         t = self._local(now)
         with self._lock:
             record, events = self._record(key, t)
-            events += self._set_ban(record, max(record.banned_until, t + duration), t)
+            previous = record.banned_until
+            events += self._set_ban(record, max(previous, t + duration), t)
+            # What this call set: the ban's end when it made or lengthened the
+            # ban (with the policy's adjustments), else what it asked for.
+            asked = record.banned_until if t + duration >= previous else t + duration
+            record.manual_until = max(record.manual_until, asked)
+            record.manual_made = t + self._offset
         if self._watches:
             command = (self._text(key), duration, t + self._offset)
             events += [(watch.on_ban, command) for watch in self._watches]
@@ -292,7 +298,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         ``before`` (wall-clock seconds: an unban another node made then),
         only infractions created at or before it are forgiven; when the
         later ones still reach ban_score the ban stays, for as long as
-        they warrant.
+        they warrant, and a ``ban()`` made after it stays as it was.
         """
         if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
                                    or not math.isfinite(before)):
@@ -310,7 +316,10 @@ class _BanAPI(NetblockKeyed, _BanBase):
                     if before is None or infraction.created <= before:
                         self._records.forget(infraction, t + self._offset)
                 record.infractions = kept
-                events = self._set_ban(record, self._score_until(record, t) if kept else NO_BAN, t)
+                until = self._score_until(record, t) if kept else NO_BAN
+                if before is not None and record.manual_made > before:
+                    until = max(until, record.manual_until)
+                events = self._set_ban(record, until, t)
         if self._watches:
             command = (self._text(key), t + self._offset)
             events += [(watch.on_unban, command) for watch in self._watches]
@@ -508,6 +517,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             if record.banned_until != NO_BAN:
                 self.clear(record.hi, record.lo)
                 self._records.set_ban(record, NO_BAN)
+            record.manual_until = record.manual_made = NO_BAN
             return events
         if not active:
             until = t + self._policy.ban_length(until - t, record.bans)

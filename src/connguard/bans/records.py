@@ -36,6 +36,10 @@ class Record:
     infractions: list[Infraction] = field(default_factory=list)
     banned_until: float = NO_BAN  # local timebase; NO_BAN: not banned
     bans: int = 0                 # bans so far, for escalation
+    # While banned: how long ban() asked for (local) and when it last did
+    # (wall clock), so that a peer's older unban leaves that ban alone.
+    manual_until: float = NO_BAN
+    manual_made: float = NO_BAN
 
     @property
     def key(self) -> Key:

@@ -109,9 +109,16 @@ def _finite(value: float) -> bool:
 
 
 def check_node_id(node_id: object) -> str:
-    """A node id short enough for every id made from it to be accepted by other nodes."""
-    if not isinstance(node_id, str) or not 0 < len(node_id) <= MAX_NODE_LENGTH:
-        raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_LENGTH} characters, got {node_id!r:.80}")
+    """A node id short enough for every id made from it to be accepted by other
+    nodes: 1 to MAX_NODE_LENGTH bytes in UTF-8 (a fleet's entries bound their
+    fields in bytes, so characters of several bytes count for them)."""
+    try:
+        size = len(node_id.encode("utf-8")) if isinstance(node_id, str) else 0
+    except UnicodeEncodeError:                   # a lone surrogate: no UTF-8 at all
+        size = 0
+    if not 0 < size <= MAX_NODE_LENGTH:
+        raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_LENGTH} bytes in UTF-8, "
+                         f"got {node_id!r:.80}")
     return node_id
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .._spec import MAX_TIME
 from ..bans import BanManager
 
 __all__ = ["add_parser", "main"]
@@ -101,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace, bans: BanManager, fleet: Any, where: str) -> int:
     try:
         if args.action == "ban":
-            if not 0 < args.seconds < float("inf"):
-                return _fail(f"SECONDS must be a finite number > 0, got {args.seconds!r}")
+            if not 0 < args.seconds <= MAX_TIME:
+                return _fail(f"SECONDS must be a number > 0 and at most {MAX_TIME:g}, "
+                             f"got {args.seconds!r}")
             source = bans.netblock(args.source)
             bans.ban(source, args.seconds)
         else:

@@ -96,7 +96,7 @@ async def run(html: str) -> int:
     proxy = ConnectProxy(guard, route=lambda host, port: ("127.0.0.1", target_port))
     server = await proxy.start("127.0.0.1", 0)
     client = _Client(server.sockets[0].getsockname()[1])
-    sources = loopback_sources(14)
+    sources = loopback_sources(13)
     ordinary, flooder, spammer, scanner = sources[:10], sources[10], sources[11], sources[12]
     try:
         for round_ in range(3):

@@ -681,18 +681,22 @@ class RedisFleet:
         netblock = self._bans.netblock(command.source)
         if not self._remember(command.id):
             return "noop"
+        now = time.time()
+        # From the future counts as now, as an infraction's time does: a ban
+        # then lasts max_ban at most, and an unban cannot shadow what follows.
+        created = min(command.created, now)
         if command.type == BAN:
-            if self._was_lifted(netblock, command.created):
+            if self._was_lifted(netblock, created):
                 return "lifted"
-            remaining = command.created + min(command.duration, self._max_ban) - time.time()
+            remaining = created + min(command.duration, self._max_ban) - now
             if remaining <= 0.0:
                 return "noop"
             self._bans.ban(netblock, remaining)
             log.info("connguard fleet: node %r banned %s for %.0f s", command.node[:64],
                      self._shown(netblock), remaining)
             return None
-        self._lift(netblock, command.created)
-        self._bans.unban(netblock, before=command.created)   # later offences still count
+        self._lift(netblock, created)
+        self._bans.unban(netblock, before=created)   # later offences and bans still count
         log.info("connguard fleet: node %r lifted the ban on %s", command.node[:64],
                  self._shown(netblock))
         return None
