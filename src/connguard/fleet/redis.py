@@ -225,7 +225,10 @@ class RedisFleet:
         Returns True when the replay completed before returning; False when
         Redis could not be reached within ``timeout`` seconds (logged): the
         node then serves on local state, and the follower replays as soon as
-        it connects. RuntimeError when already started or stopped.
+        it connects. No new attempt starts after ``timeout``, but one under
+        way runs to its end, bounded by the socket timeout given at
+        construction: a server that accepts and never answers holds start()
+        up to the sum of both. RuntimeError when already started or stopped.
         """
         deadline = time.monotonic() + number_arg("timeout", timeout, allow_low=True)
         if self._started or self._stopping.is_set():
