@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,17 @@ def test_interval_summary_counts_classes_ranks_and_is_json(make_tracker: Make) -
     again = s.summarize()
     assert again is not None and again["total_accepts"] == 1 and again["accepts"]["dns"] == 1
     assert again["start"] == 1_799.0
+
+
+def test_a_tracker_on_its_default_clock_gets_wall_clock_stamps(make_tracker: Make) -> None:
+    """Monotonic seconds since boot mean nothing to a collector of many hosts."""
+    t = make_tracker(clock=None)
+    before = time.time()
+    s = Summarizer(t)
+    t.accept("192.0.2.1", "a:443")
+    summary = s.summarize()
+    assert summary is not None
+    assert before <= summary["start"] <= summary["end"] <= time.time()
 
 
 def test_top_is_bounded_and_ranked_like_top(make_tracker: Make) -> None:

@@ -45,7 +45,10 @@ class Summarizer:
     summary; ``summarize()`` (or ``await asummarize()`` from an event loop)
     closes the current interval by hand and returns its summary, or None
     when it saw no accept. An exception from ``on_summary`` is logged and
-    counted in ``errors``.
+    counted in ``errors``. ``start`` and ``end`` are read from ``clock``,
+    else the tracker's clock, else the wall clock (``time.time()``; a
+    tracker on its default monotonic clock has no time a collector could
+    line up across hosts).
     """
 
     def __init__(self, tracker: Tracker, *, interval: float = 300.0, top: int = 1000,
@@ -59,7 +62,9 @@ class Summarizer:
         self._top = int_arg("top", top, 0, 100_000)
         self._pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)
         self._on_summary = callable_arg("on_summary", on_summary)
-        self._clock = callable_arg("clock", clock) or tracker.clock or time.monotonic
+        # A collector lines up summaries from many hosts: wall-clock stamps,
+        # unless the tracker keeps a clock of its own (event time, a test's).
+        self._clock = callable_arg("clock", clock) or tracker.clock or time.time
         self._lock = threading.Lock()          # guards the interval state below
         self._start = self._clock()
         self._accepts = tracker.class_accepts()
