@@ -7,6 +7,7 @@ length limit, and an error names the field that was wrong.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,11 +113,11 @@ def check_node_id(node_id: object) -> str:
     """A node id short enough for every id made from it to be accepted by other
     nodes: 1 to MAX_NODE_LENGTH bytes in UTF-8 (a fleet's entries bound their
     fields in bytes, so characters of several bytes count for them)."""
-    try:
-        size = len(node_id.encode("utf-8")) if isinstance(node_id, str) else 0
-    except UnicodeEncodeError:                   # a lone surrogate: no UTF-8 at all
-        size = 0
-    if not 0 < size <= MAX_NODE_LENGTH:
+    size = 0
+    if isinstance(node_id, str):
+        with contextlib.suppress(UnicodeEncodeError):    # a lone surrogate: no UTF-8 at all
+            size = len(node_id.encode("utf-8"))
+    if not isinstance(node_id, str) or not 0 < size <= MAX_NODE_LENGTH:
         raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_LENGTH} bytes in UTF-8, "
                          f"got {node_id!r:.80}")
     return node_id
