@@ -457,6 +457,13 @@ def test_a_peers_older_unban_leaves_a_later_manual_ban(make_bans: Make, clock: A
     assert not b.is_banned("198.51.100.20") and b.banned() == []
     b.ban("198.51.100.21", 600.0)
     assert b.unban("198.51.100.21") and not b.is_banned("198.51.100.21")   # a local unban: all
+    # A peer's ban is dated when the peer made it, not when it arrived here.
+    b.ban("198.51.100.22", 600.0, made=995.0)            # arrives at 1010
+    assert b.unban("198.51.100.22", before=1000.0) and not b.is_banned("198.51.100.22")
+    b.ban("198.51.100.23", 600.0, made=1005.0)
+    assert b.unban("198.51.100.23", before=1000.0) and b.is_banned("198.51.100.23")
+    with pytest.raises(ValueError, match="made must be a finite number of seconds"):
+        b.ban("198.51.100.24", 600.0, made=10**400)
 
 
 def test_bans_below_time_zero_hold_list_and_lift(make_bans: Make) -> None:

@@ -42,6 +42,7 @@ from .wire import (
     Incoming,
     Infraction,
     check_node_id,
+    finite,
     read_infraction,
     snapshot_items,
     snapshot_of,
@@ -268,12 +269,19 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     # --- bans ------------------------------------------------------------------
 
-    def ban(self, source: Source, duration: float, now: float | None = None) -> None:
+    def ban(self, source: Source, duration: float, now: float | None = None, *,
+            made: float | None = None) -> None:
         """Ban ``source``'s netblock for ``duration`` seconds, at most MAX_TIME
-        (longer if already banned)."""
+        (longer if already banned).
+
+        ``made`` (wall-clock seconds; default now) is when the ban was
+        decided, for a ban another node made: an ``unban(before=...)`` made
+        before it leaves it in place.
+        """
         duration = number_arg("duration", duration)
         if duration > MAX_TIME:
             raise ValueError(f"duration must be at most {MAX_TIME:g} seconds, got {duration!r}")
+        _check_wall("made", made)
         key = self._key_of(source)
         t = self._local(now)
         with self._lock:
@@ -284,7 +292,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             # ban (with the policy's adjustments), else what it asked for.
             asked = record.banned_until if t + duration >= previous else t + duration
             record.manual_until = max(record.manual_until, asked)
-            record.manual_made = t + self._offset
+            record.manual_made = max(record.manual_made, t + self._offset if made is None else made)
         if self._watches:
             command = (self._text(key), duration, t + self._offset)
             events += [(watch.on_ban, command) for watch in self._watches]
@@ -300,9 +308,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
         later ones still reach ban_score the ban stays, for as long as
         they warrant, and a ``ban()`` made after it stays as it was.
         """
-        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
-                                   or not math.isfinite(before)):
-            raise ValueError(f"before must be a finite number of seconds, got {before!r:.40}")
+        _check_wall("before", before)
         key = self._key_of(source)
         t = self._local(now)
         events: Events = []
@@ -659,3 +665,10 @@ _KIND, _PENALTY, _EXPIRES = (operator.itemgetter(Infraction._fields.index(name))
 
 def _live_score(record: Record, wall: float) -> int:
     return sum(i.penalty for i in record.infractions if i.expires > wall)
+
+
+def _check_wall(name: str, value: object) -> None:
+    """A wall-clock time another node sent (None: not given); ValueError naming it."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not finite(value)):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r:.40}")

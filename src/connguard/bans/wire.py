@@ -97,11 +97,11 @@ def _explain(data: Mapping[str, Any]) -> None:
     created = data.get("created", _MISSING)
     if created is _MISSING:
         raise ValueError("infraction is missing 'created'")
-    if isinstance(created, bool) or not isinstance(created, (int, float)) or not _finite(created):
+    if isinstance(created, bool) or not isinstance(created, (int, float)) or not finite(created):
         raise ValueError(f"infraction created must be a finite number of seconds, got {created!r:.80}")
 
 
-def _finite(value: float) -> bool:
+def finite(value: float) -> bool:
     """math.isfinite, and False for an int beyond every float (JSON may carry one)."""
     try:
         return math.isfinite(value)

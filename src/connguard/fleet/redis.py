@@ -694,7 +694,7 @@ class RedisFleet:
             remaining = created + min(command.duration, self._max_ban) - now
             if remaining <= 0.0:
                 return "noop"
-            self._bans.ban(netblock, remaining)
+            self._bans.ban(netblock, remaining, made=created)
             log.info("connguard fleet: node %r banned %s for %.0f s", command.node[:64],
                      self._shown(netblock), remaining)
             return None
