@@ -466,6 +466,21 @@ def test_a_peers_older_unban_leaves_a_later_manual_ban(make_bans: Make, clock: A
         b.ban("198.51.100.24", 600.0, made=10**400)
 
 
+def test_a_peers_unban_tells_manual_bans_apart_and_never_starts_one(make_bans: Make) -> None:
+    b = make_bans()
+    b.ban("198.51.100.30", 3600.0, now=1000.0)           # until 4600
+    b.ban("198.51.100.30", 60.0, now=2000.0)             # until 2060
+    assert b.unban("198.51.100.30", now=2001.0, before=1500.0)   # lifts the first only
+    assert [ban.until for ban in b.banned(now=2001.0)] == [2060.0]
+    b = make_bans(penalties={"malformed_message": (10, 100.0)})
+    b.ban("198.51.100.31", 600.0, now=1000.0)            # until 1600
+    b.report("198.51.100.31", "malformed_message", now=1010.0)   # 10 points: until 1110
+    assert b.unban("198.51.100.31", now=1020.0, before=1005.0)
+    assert [ban.until for ban in b.banned(now=1020.0)] == [1110.0]
+    assert not b.unban("198.51.100.31", now=1200.0, before=990.0)   # ended: stays ended
+    assert not b.is_banned("198.51.100.31", now=1200.0) and b.banned(now=1200.0) == []
+
+
 def test_bans_below_time_zero_hold_list_and_lift(make_bans: Make) -> None:
     """Times below zero are times like any other: "not banned" is no time a clock reads."""
     seen: list[tuple[str, str]] = []

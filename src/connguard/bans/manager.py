@@ -291,8 +291,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             # What this call set: the ban's end when it made or lengthened the
             # ban (with the policy's adjustments), else what it asked for.
             asked = record.banned_until if t + duration >= previous else t + duration
-            record.manual_until = max(record.manual_until, asked)
-            record.manual_made = max(record.manual_made, t + self._offset if made is None else made)
+            record.add_manual(t + self._offset if made is None else made, asked, t)
         if self._watches:
             command = (self._text(key), duration, t + self._offset)
             events += [(watch.on_ban, command) for watch in self._watches]
@@ -323,8 +322,10 @@ class _BanAPI(NetblockKeyed, _BanBase):
                         self._records.forget(infraction, t + self._offset)
                 record.infractions = kept
                 until = self._score_until(record, t) if kept else NO_BAN
-                if before is not None and record.manual_made > before:
-                    until = max(until, record.manual_until)
+                if before is None:
+                    record.manual = None
+                elif was_banned:                 # the ban() calls after before hold it
+                    until = max(until, record.manual_after(before))
                 events = self._set_ban(record, until, t)
         if self._watches:
             command = (self._text(key), t + self._offset)
@@ -523,7 +524,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
             if record.banned_until != NO_BAN:
                 self.clear(record.hi, record.lo)
                 self._records.set_ban(record, NO_BAN)
-            record.manual_until = record.manual_made = NO_BAN
+            record.manual = None
             return events
         if not active:
             until = t + self._policy.ban_length(until - t, record.bans)

@@ -26,6 +26,13 @@ Key = tuple[int, int]
 NO_BAN = -math.inf
 
 
+# At most this many ban() calls are told apart per record; beyond, the two
+# oldest merge into one made when the later was, lasting as long as either:
+# an unban between them then keeps the earlier one too (a ban held longer,
+# never one lifted early).
+MANUAL_BANS = 8
+
+
 @dataclass(slots=True, eq=False)
 class Record:
     """One netblock's infractions and ban state."""
@@ -36,14 +43,31 @@ class Record:
     infractions: list[Infraction] = field(default_factory=list)
     banned_until: float = NO_BAN  # local timebase; NO_BAN: not banned
     bans: int = 0                 # bans so far, for escalation
-    # While banned: how long ban() asked for (local) and when it last did
-    # (wall clock), so that a peer's older unban leaves that ban alone.
-    manual_until: float = NO_BAN
-    manual_made: float = NO_BAN
+    # While banned: each ban() that holds it, as (made: wall clock, until:
+    # local), so that a peer's unban lifts the ones made before it and leaves
+    # the later ones. None while there are none; at most MANUAL_BANS.
+    manual: list[tuple[float, float]] | None = None
 
     @property
     def key(self) -> Key:
         return self.hi, self.lo
+
+    def add_manual(self, made: float, until: float, now: float) -> None:
+        """Note a ban() made at ``made`` (wall) asking to last to ``until`` (local)."""
+        held = [m for m in self.manual or () if m[1] > now]
+        held.append((made, until))
+        held.sort()
+        if len(held) > MANUAL_BANS:
+            (_, first), (second, other) = held[0], held[1]
+            held[:2] = [(second, max(first, other))]
+        self.manual = held
+
+    def manual_after(self, before: float) -> float:
+        """The longest end of the ban() calls made after ``before`` (NO_BAN: none);
+        the earlier ones are forgotten."""
+        held = [m for m in self.manual or () if m[0] > before]
+        self.manual = held or None
+        return max((until for _, until in held), default=NO_BAN)
 
 
 class Records:
