@@ -58,8 +58,9 @@ class ConnectProxy:
        actually connected to (``connguard demo`` and tests send every
        tunnel to one local target); the Guard still sees what was asked for.
     6. A request head that is not one of those, or names a host that is
-       neither a DNS name nor an IP address, or a port outside 1-65535, is
-       answered 400 and nothing is counted or connected for it.
+       neither a DNS name nor an IP address (an IPv6 zone included), or a
+       port outside 1-65535, is answered 400 and nothing is counted or
+       connected for it.
     """
 
     def __init__(self, guard: Guard | None, *, head_timeout: float = 10.0,
@@ -136,7 +137,9 @@ class ConnectProxy:
                     host, port = self._route(host, port)
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), self._connect_timeout)
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, ValueError, asyncio.TimeoutError):
+                # ValueError: a name the resolver refuses (UnicodeError is one),
+                # or a route() that gave no usable address.
                 await _answer(writer, 502, "Bad Gateway", f"cannot reach {destination}")
                 return
             try:
@@ -188,6 +191,8 @@ def _host_port(authority: str, default: int | None) -> tuple[str, int]:
         host, _, rest = authority[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
         try:
+            if "%" in host:                      # a zone names an interface of the client's
+                raise ValueError(host)
             ipaddress.IPv6Address(host)
         except ValueError:
             raise BadRequest(f"bad IPv6 host {host[:40]!r}") from None
