@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from connguard import _core
 from connguard.privacy import Pseudonymizer
 from connguard.summary import Summarizer
 
@@ -63,7 +64,11 @@ def test_a_tracker_on_its_default_clock_gets_wall_clock_stamps(make_tracker: Mak
     t.accept("192.0.2.1", "a:443")
     summary = s.summarize()
     assert summary is not None
-    assert before <= summary["start"] <= summary["end"] <= time.time()
+    assert before - 0.1 <= summary["start"] <= summary["end"] <= time.time() + 0.1
+    t.accept("192.0.2.1", "a:443")
+    later = s.summarize(now=_core.core.default_clock() + 10.0)   # now= in the tracker's time
+    assert later is not None and later["start"] == summary["end"]
+    assert later["end"] == pytest.approx(time.time() + 10.0, abs=1.0)
 
 
 def test_top_is_bounded_and_ranked_like_top(make_tracker: Make) -> None:

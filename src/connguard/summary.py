@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _core
 from ._spec import PATTERNS, TopBy
 from ._validate import callable_arg, int_arg, number_arg
 from .tracker import SourceStats, Tracker, _TrackerAPI
@@ -46,9 +47,9 @@ class Summarizer:
     closes the current interval by hand and returns its summary, or None
     when it saw no accept. An exception from ``on_summary`` is logged and
     counted in ``errors``. ``start`` and ``end`` are read from ``clock``,
-    else the tracker's clock, else the wall clock (``time.time()``; a
-    tracker on its default monotonic clock has no time a collector could
-    line up across hosts).
+    else the tracker's clock; on the tracker's default monotonic clock they
+    are stamped in wall-clock seconds (``now=`` given in the tracker's time
+    too), which a collector can line up across hosts.
     """
 
     def __init__(self, tracker: Tracker, *, interval: float = 300.0, top: int = 1000,
@@ -62,11 +63,14 @@ class Summarizer:
         self._top = int_arg("top", top, 0, 100_000)
         self._pseudonymizer = callable_arg("pseudonymizer", pseudonymizer)
         self._on_summary = callable_arg("on_summary", on_summary)
-        # A collector lines up summaries from many hosts: wall-clock stamps,
-        # unless the tracker keeps a clock of its own (event time, a test's).
-        self._clock = callable_arg("clock", clock) or tracker.clock or time.time
+        self._clock = callable_arg("clock", clock) or tracker.clock or _core.core.default_clock
+        # A collector lines up summaries from many hosts: on the tracker's
+        # default monotonic clock, times (now= too) are stamped in wall-clock
+        # seconds; a clock of one's own (event time, a test's) stays as it is.
+        self._offset = time.time() - self._clock() if self._clock is _core.core.default_clock \
+            else 0.0
         self._lock = threading.Lock()          # guards the interval state below
-        self._start = self._clock()
+        self._start = self._clock() + self._offset
         self._accepts = tracker.class_accepts()
         self._raised = tracker.raised_by()
         self._stop = threading.Event()
@@ -122,7 +126,7 @@ class Summarizer:
 
     def _close(self, now: float | None, ranked: _Ranking) -> Summary | None:
         tracker = self._tracker
-        end = self._clock() if now is None else float(now)
+        end = (self._clock() if now is None else float(now)) + self._offset
         accepts, raised = tracker.class_accepts(), tracker.raised_by()
         with self._lock:
             start, self._start = self._start, end
