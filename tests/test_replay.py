@@ -199,16 +199,29 @@ def test_a_protocol_not_given_or_in_capitals_keeps_the_port(tmp_path: Path,
     assert skipped.count == 0
 
 
-def test_lines_of_only_separators_are_blank_on_both_paths(tmp_path: Path,
-                                                        path_kind: str) -> None:
-    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "443"), [""] * len(ZEEK_FIELDS),
+def test_lines_with_nothing_a_flow_is_read_from_are_no_rows(tmp_path: Path,
+                                                           path_kind: str) -> None:
+    """Only separators, as many as the header's or fewer, or values only in
+    columns no flow is read from (uid, conn_state; Label): no row on either path."""
+    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "443"), [""] * len(ZEEK_FIELDS), ["", ""],
+            ["", "Cuid", "", "", "", "", "", "", "", "", "", "SF", ""],
             zrow("1001.0", "10.0.0.2", "192.0.2.7", "443")]
     _, flows, skipped = read(write(tmp_path / "conn.log", zeek_tsv(rows)))
-    assert [(f[2], f[6]) for f in flows] == [("10.0.0.1", 8), ("10.0.0.2", 10)]
+    assert [(f[2], f[6]) for f in flows] == [("10.0.0.1", 8), ("10.0.0.2", 12)]
     assert skipped.count == 0
-    text = ARGUS_HEADER + ARGUS_LINES[0] + "," * 14 + "\n" + ARGUS_LINES[2]
+    text = (ARGUS_HEADER + ARGUS_LINES[0] + "," * 14 + "\n" + ",,,,\n" + "," * 14
+            + "flow=Background\n" + ARGUS_LINES[2])
     _, flows, skipped = read(write(tmp_path / "c.binetflow", text))
-    assert [f[6] for f in flows] == [2, 4]
+    assert [f[6] for f in flows] == [2, 6]
+    assert skipped.count == 0
+
+
+def test_the_logs_own_unset_marker_gives_no_protocol(tmp_path: Path, path_kind: str) -> None:
+    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "25", proto="NA"),
+            zrow("1001.0", "10.0.0.1", "192.0.2.7", "25", proto="icmp")]
+    text = zeek_tsv(rows).replace("#unset_field\t-", "#unset_field\tNA")
+    _, flows, skipped = read(write(tmp_path / "conn.log", text))
+    assert [f[3] for f in flows] == ["192.0.2.7:25", "192.0.2.7"]
     assert skipped.count == 0
 
 

@@ -69,7 +69,8 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
     def invalid(bad: Any) -> str:
         number = bad.number if bad.number is not None else lines.next
         lines.invalid.append(number)
-        if not bad.text.startswith("#"):             # a Zeek directive such as #close
+        # A Zeek directive such as #close is no row, nor a line of only separators.
+        if not bad.text.startswith("#") and bad.text.strip(delimiter + "\r\n"):
             skipped.add(where, offset + number, f"{bad.actual_columns} fields where the "
                                                 f"header names {bad.expected_columns}")
         return "skip"
@@ -101,7 +102,7 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
                     parts = [""] * len(names)
                     for i, column in texts.items():
                         parts[i] = column[k]
-                    if any(parts):                   # a blank line is no row
+                    if any(parts):                   # else nothing a flow is read from
                         row(parts, line, chunk)
             else:
                 chunk.lines.extend(numbers)
@@ -132,9 +133,11 @@ def _destinations(hosts: pa.Array, ports: pa.Array | None, protos: pa.Array | No
     if ports is None:
         return bracketed.to_pylist()                # type: ignore[no-any-return]
     with_port = pc.and_(pc.is_valid(ports), pc.not_equal(hosts, ""))
-    if protos is not None:
-        counted = pa.array(TRANSPORTS + NO_PROTO)
-        with_port = pc.and_(with_port, pc.is_in(pc.utf8_lower(protos), value_set=counted))
+    if protos is not None:                          # null: the log's unset marker
+        given = pc.utf8_lower(protos)
+        counted = pc.or_kleene(pc.is_null(given),
+                               pc.is_in(given, value_set=pa.array(TRANSPORTS + NO_PROTO)))
+        with_port = pc.and_(with_port, counted)
     joined = pc.binary_join_element_wise(bracketed, ":", pc.cast(ports, pa.string()), "")
     return pc.if_else(pc.fill_null(with_port, False), joined, bracketed).to_pylist()  # type: ignore[no-any-return]
 
@@ -159,7 +162,7 @@ def zeek(columns: dict[str, Any], unset: tuple[str, ...]) -> Chunk:
     received = _counts(col.get("received"), n)
     return Chunk(starts.to_pylist(), durations.to_pylist(), columns["source"].to_pylist(),
                  _destinations(col["host"] if "host" in col else pa.nulls(n, pa.string()),
-                               ports, columns.get("proto")),
+                               ports, col.get("proto")),
                  sent.to_pylist(), received.to_pylist(), [])
 
 
@@ -202,5 +205,5 @@ def argus(columns: dict[str, Any]) -> Chunk:
         raise ValueError("TotBytes below SrcBytes")
     return Chunk(pc.add(minutes, seconds).to_pylist(), durations.to_pylist(),
                  columns["source"].to_pylist(),
-                 _destinations(columns["host"], ports, columns.get("proto")),
+                 _destinations(columns["host"], ports, col.get("proto")),
                  sent.to_pylist(), received.to_pylist(), [])

@@ -5,7 +5,8 @@ destination, sent and received bytes, line number) ready for
 ``Tracker.replay``. A row that cannot be read is left out and recorded in a
 :class:`Skipped` with its line number and the reason; only a file that
 cannot be read at all (missing, not a flow log, no header) raises
-:class:`FormatError`. A blank line, or one of only separators, is no row.
+:class:`FormatError`. A line with no value in any column a flow is read
+from (a blank line, one of only separators) is no row.
 Gzip input is recognised by its magic bytes.
 
 Formats (``auto`` tells them apart from the first line):
@@ -432,8 +433,8 @@ class FlowFile:
                  for field, names in CSV_COLUMNS.items()}
         unset = ("", "-")
         for row in rows:
-            if not any(row):                         # a blank line, or only separators
-                continue
+            if not any(row[i] for i in index.values() if 0 <= i < len(row)):
+                continue                             # nothing a flow is read from
             # More fields than names shift no column only when the extra ones are empty.
             if len(row) < len(header) or any(row[len(header):]):
                 skipped.add(where, rows.line_num, f"{len(row)} fields where the header "
@@ -595,6 +596,8 @@ class _ZeekHeader:
             skipped.add(self.where, lineno, f"{len(parts)} fields where the header names "
                                             f"{self.columns}")
             return
+        if not any(parts[i] for i in self.index if i >= 0):
+            return                                   # nothing a flow is read from
         its, isrc, idst, iport, iproto, idur, isent, irecv = self.index
         unset = self.unset
         try:
@@ -604,7 +607,7 @@ class _ZeekHeader:
             target = destination(
                 parts[idst] if idst >= 0 and parts[idst] not in unset else "",
                 _port(parts[iport], "id.resp_p", unset) if iport >= 0 else None,
-                parts[iproto] if iproto >= 0 else None)
+                parts[iproto] if iproto >= 0 and parts[iproto] not in unset else None)
             duration = _number(parts[idur], "duration", unset) if idur >= 0 else None
             sent = _count(parts[isent], "orig_bytes", unset) if isent >= 0 else None
             received = _count(parts[irecv], "resp_bytes", unset) if irecv >= 0 else None
@@ -697,6 +700,8 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     if len(row) != columns:
         skipped.add(where, lineno, f"{len(row)} fields where the header names {columns}")
         return
+    if not any(row[i] for i in index if i >= 0):
+        return                                   # nothing a flow is read from
     try:
         start = clock(row[its])
         proto = row[iproto] if iproto >= 0 else None
