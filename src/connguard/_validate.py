@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ._spec import MAX_TIME
+
 
 def int_arg(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -35,7 +37,11 @@ def seconds_of(value: object, from_clock: bool = False) -> float:
     if kind is float:
         return value  # type: ignore[return-value]
     if kind is not bool and (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
-        return float(value)  # type: ignore[arg-type]
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:            # as a time out of range, whatever its type
+            raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
+                             f"got {kind.__name__} beyond any float") from None
     raise TypeError(f"{'the clock must return' if from_clock else 'now must be'} a real "
                     f"number of seconds, not {kind.__name__}")
 

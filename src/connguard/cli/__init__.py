@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The output's reader went away (``connguard replay ... | head``): stop
         # quietly, with stdout on devnull so that the flush at exit finds a
         # reader too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 1
     return status
