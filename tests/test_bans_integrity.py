@@ -462,6 +462,8 @@ def test_a_peers_older_unban_leaves_a_later_manual_ban(make_bans: Make, clock: A
     assert b.unban("198.51.100.22", before=1000.0) and not b.is_banned("198.51.100.22")
     b.ban("198.51.100.23", 600.0, made=1005.0)
     assert b.unban("198.51.100.23", before=1000.0) and b.is_banned("198.51.100.23")
+    b.ban("198.51.100.25", 600.0, made=1e12)             # from the future: made now (1010)
+    assert b.unban("198.51.100.25", before=1011.0) and not b.is_banned("198.51.100.25")
     with pytest.raises(ValueError, match="made must be a finite number of seconds"):
         b.ban("198.51.100.24", 600.0, made=10**400)
 

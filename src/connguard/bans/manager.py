@@ -274,9 +274,9 @@ class _BanAPI(NetblockKeyed, _BanBase):
         """Ban ``source``'s netblock for ``duration`` seconds, at most MAX_TIME
         (longer if already banned).
 
-        ``made`` (wall-clock seconds; default now) is when the ban was
-        decided, for a ban another node made: an ``unban(before=...)`` made
-        before it leaves it in place.
+        ``made`` (wall-clock seconds; default and at most now) is when the
+        ban was decided, for a ban another node made: an
+        ``unban(before=...)`` made before it leaves it in place.
         """
         duration = number_arg("duration", duration)
         if duration > MAX_TIME:
@@ -291,7 +291,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
             # What this call set: the ban's end when it made or lengthened the
             # ban (with the policy's adjustments), else what it asked for.
             asked = record.banned_until if t + duration >= previous else t + duration
-            record.add_manual(t + self._offset if made is None else made, asked, t)
+            wall = t + self._offset                  # made from the future: now
+            record.add_manual(wall if made is None else min(made, wall), asked, t)
         if self._watches:
             command = (self._text(key), duration, t + self._offset)
             events += [(watch.on_ban, command) for watch in self._watches]
