@@ -202,6 +202,7 @@ def test_bad_requests_get_400(tmp_path: Path, proxies: list[Proxy]) -> None:
                     b"CONNECT [zz]:443 HTTP/1.1\r\n\r\n",
                     b"CONNECT [::1%" + b"x" * 300 + b"]:443 HTTP/1.1\r\n\r\n",
                     b"GET http://[::1/ HTTP/1.1\r\n\r\n",
+                    b"GET http://[::1]x:8080/ HTTP/1.1\r\n\r\n",
                     b"CONNECT h:" + b"9" * 5000 + b" HTTP/1.1\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT) as sock:
             sock.sendall(request)

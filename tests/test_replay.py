@@ -216,13 +216,35 @@ def test_lines_with_nothing_a_flow_is_read_from_are_no_rows(tmp_path: Path,
     assert skipped.count == 0
 
 
-def test_the_logs_own_unset_marker_gives_no_protocol(tmp_path: Path, path_kind: str) -> None:
-    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "25", proto="NA"),
-            zrow("1001.0", "10.0.0.1", "192.0.2.7", "25", proto="icmp")]
-    text = zeek_tsv(rows).replace("#unset_field\t-", "#unset_field\tNA")
-    _, flows, skipped = read(write(tmp_path / "conn.log", text))
-    assert [f[3] for f in flows] == ["192.0.2.7:25", "192.0.2.7"]
+@pytest.mark.parametrize("close", [True, False])          # without #close: the block reader
+def test_the_logs_own_unset_marker_gives_no_protocol(tmp_path: Path, path_kind: str,
+                                                    close: bool) -> None:
+    rows = [zrow(f"{1000 + i}.0", "10.0.0.1", "192.0.2.7", "25", proto="NA") for i in range(5)]
+    rows.append(zrow("1010.0", "10.0.0.1", "192.0.2.7", "25", proto="icmp"))
+    text = zeek_tsv(rows, close=close).replace("#unset_field\t-", "#unset_field\tNA")
+    _, flows, skipped = read(write(tmp_path / "conn.log", text), size=2)
+    assert [f[3] for f in flows] == ["192.0.2.7:25"] * 5 + ["192.0.2.7"]
     assert skipped.count == 0
+
+
+@pytest.mark.parametrize("close", ["#close\t2024-01-01-00-00-00\n", ""])
+def test_a_log_with_a_header_and_no_rows_has_no_flows(tmp_path: Path, path_kind: str,
+                                                       close: str) -> None:
+    for path in (write(tmp_path / "conn.log", zeek_tsv([], close=False) + close),
+                 write(tmp_path / "c.binetflow", ARGUS_HEADER)):
+        _, flows, skipped = read(path)
+        assert flows == [] and skipped.count == 0
+
+
+def test_both_paths_refuse_hex_byte_counts(tmp_path: Path, path_kind: str) -> None:
+    rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "443", sent="0x10"),
+            zrow("1001.0", "10.0.0.2", "192.0.2.7", "443")]
+    _, flows, skipped = read(write(tmp_path / "conn.log", zeek_tsv(rows, close=False)))
+    assert [f[2] for f in flows] == ["10.0.0.2"]
+    assert skipped.reasons == {"orig_bytes is not a count: '0x10'": 1}
+    text = ARGUS_HEADER + ARGUS_LINES[0].replace(",1200,300,", ",1200,0x12c,") + '"",""\n'
+    _, flows, skipped = read(write(tmp_path / "c.binetflow", text))
+    assert flows == [] and skipped.reasons == {"SrcBytes is not a count: '0x12c'": 1}
 
 
 def test_a_day_past_the_months_end_is_skipped_on_both_paths(tmp_path: Path,

@@ -71,6 +71,22 @@ def test_a_tracker_on_its_default_clock_gets_wall_clock_stamps(make_tracker: Mak
     assert later["end"] == pytest.approx(time.time() + 10.0, abs=1.0)
 
 
+@pytest.mark.parametrize(("now", "error", "match"), [
+    ("12", TypeError, "now must be a real number of seconds, not str"),
+    (float("nan"), ValueError, "now must be a finite number of seconds"),
+    (10**400, ValueError, "now must be a finite number of seconds"),
+], ids=["text", "nan", "beyond-a-float"])
+def test_now_is_checked_as_the_tracker_checks_it(make_tracker: Make, now: Any,
+                                                 error: type[Exception], match: str) -> None:
+    """With top=0 the tracker never sees now=: the Summarizer checks it itself."""
+    t = make_tracker()
+    s = Summarizer(t, top=0)
+    t.accept("192.0.2.1", "a:443", now=0.0)
+    with pytest.raises(error, match=match):
+        s.summarize(now=now)
+    assert s.summarize(now=5.0) is not None            # the interval was not closed
+
+
 def test_top_is_bounded_and_ranked_like_top(make_tracker: Make) -> None:
     t = make_tracker(shards=8)
     s = Summarizer(t, top=7)

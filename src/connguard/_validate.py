@@ -40,8 +40,9 @@ def seconds_of(value: object, from_clock: bool = False) -> float:
         try:
             return float(value)  # type: ignore[arg-type]
         except OverflowError:            # as a time out of range, whatever its type
-            raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
-                             f"got {kind.__name__} beyond any float") from None
+            raise ValueError(f"{'the clock must return' if from_clock else 'now must be'} a "
+                             f"finite number of seconds within +-{MAX_TIME:g}, got "
+                             f"{kind.__name__} beyond any float") from None
     raise TypeError(f"{'the clock must return' if from_clock else 'now must be'} a real "
                     f"number of seconds, not {kind.__name__}")
 

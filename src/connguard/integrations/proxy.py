@@ -189,7 +189,9 @@ def _host_port(authority: str, default: int | None) -> tuple[str, int]:
         raise BadRequest("credentials in the target are not proxied")
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise BadRequest(f"text after the IPv6 host: {rest[:16]!r}")
+        port_text = rest[1:]
         try:
             if "%" in host:                      # a zone names an interface of the client's
                 raise ValueError(host)

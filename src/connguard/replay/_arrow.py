@@ -10,9 +10,10 @@ number (pyarrow reports it); comment lines (``#close``) are ignored.
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,13 +65,16 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
     lines, or None to take the batch row by row through ``row(parts, line,
     out)``, parts being the row's fields in file order.
     """
+    if not cast(io.BufferedReader, stream).peek(1):   # no row after the header: pyarrow
+        return                                          # would call the file empty and fail
     lines = _Lines(offset)
 
     def invalid(bad: Any) -> str:
         number = bad.number if bad.number is not None else lines.next
         lines.invalid.append(number)
-        # A Zeek directive such as #close is no row, nor a line of only separators.
-        if not bad.text.startswith("#") and bad.text.strip(delimiter + "\r\n"):
+        # A Zeek directive such as #close is no row, nor a line of only separators
+        # (quoted empty fields included).
+        if not bad.text.startswith("#") and bad.text.strip(delimiter + '"\r\n'):
             skipped.add(where, offset + number, f"{bad.actual_columns} fields where the "
                                                 f"header names {bad.expected_columns}")
         return "skip"
@@ -118,6 +122,8 @@ def _unset(column: pa.Array, unset: tuple[str, ...]) -> pa.Array:
 def _counts(column: pa.Array | None, n: int) -> pa.Array:
     if column is None:
         return pa.nulls(n, pa.int64())
+    if pc.any(pc.starts_with(column, "0x", ignore_case=True)).as_py():
+        raise ValueError("a hex count")                  # int64 casts read it; the row path not
     values = pc.cast(column, pa.int64())
     low = pc.min(values).as_py()
     if low is not None and low < 0:

@@ -656,7 +656,8 @@ def _zeek_fast(block: list[str], header: _ZeekHeader, first: int) -> Chunk | Non
     except ValueError:
         return None
     hosts = ["" if idst < 0 or r[idst] in unset else r[idst] for r in rows]
-    protos = [None] * len(rows) if iproto < 0 else [r[iproto] for r in rows]
+    protos = [None] * len(rows) if iproto < 0 else \
+        [None if r[iproto] in unset else r[iproto] for r in rows]
     return Chunk(starts, durations, [r[isrc] for r in rows],
                  [destination(h, p, t) for h, p, t in zip(hosts, ports, protos, strict=True)],
                  sent, received, list(range(first, first + len(rows))))
