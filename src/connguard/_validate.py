@@ -32,19 +32,26 @@ def number_arg(name: str, value: object, *, low: float = 0.0, allow_low: bool = 
 def seconds_of(value: object, from_clock: bool = False) -> float:
     """A time as both cores read one: a float, or what converts to one as a
     real number does (an int, a Fraction, a Decimal, numpy's numbers), never a
-    bool or text. TypeError names ``now``, or the clock when ``from_clock``."""
+    bool or text, within +-MAX_TIME. Else TypeError (the type) or ValueError
+    (the range; NaN and values beyond any float too), naming ``now``, or the
+    clock when ``from_clock``."""
     kind = type(value)
-    if kind is float:
-        return value  # type: ignore[return-value]
     if kind is not bool and (hasattr(kind, "__float__") or hasattr(kind, "__index__")):
         try:
-            return float(value)  # type: ignore[arg-type]
-        except OverflowError:            # as a time out of range, whatever its type
-            raise ValueError(f"{'the clock must return' if from_clock else 'now must be'} a "
-                             f"finite number of seconds within +-{MAX_TIME:g}, got "
-                             f"{kind.__name__} beyond any float") from None
-    raise TypeError(f"{'the clock must return' if from_clock else 'now must be'} a real "
-                    f"number of seconds, not {kind.__name__}")
+            t = float(value)  # type: ignore[arg-type]
+        except OverflowError:                            # (an int's repr may not even exist)
+            shown = f"{kind.__name__} beyond any float"
+        else:
+            if -MAX_TIME <= t <= MAX_TIME:               # false for nan
+                return t
+            shown = f"{value!r:.40}"
+        raise ValueError(f"{_time_of(from_clock)} a finite number of seconds within "
+                         f"+-{MAX_TIME:g}, got {shown}")
+    raise TypeError(f"{_time_of(from_clock)} a real number of seconds, not {kind.__name__}")
+
+
+def _time_of(from_clock: bool) -> str:
+    return "the clock must return" if from_clock else "now must be"
 
 
 def callable_arg(name: str, value: Any) -> Callable[..., Any] | None:

@@ -207,15 +207,13 @@ class _GuardAPI(_GuardBase):
                 self._callback_failed(f"reporting {finding.pattern}", exc)
         if self._on_finding is None:
             return
-        if self._pseudonymizer is None:
-            self._on_finding(finding)            # what it raises, the tracker counts and logs
-            return
         try:
             self._on_finding(finding)
-        except Exception as exc:
-            # Counted and logged by the tracker all the same, but without the
-            # message or traceback of the callback's own error: they may carry
-            # the address (a KeyError of finding.source does).
+        except Exception as exc:                 # the tracker counts and logs what leaves here
+            if self._pseudonymizer is None:
+                raise
+            # Not the callback's own message or traceback: they may carry the
+            # address (a KeyError of finding.source does).
             raise RuntimeError(f"on_finding raised {type(exc).__name__} (not shown: "
                                "a pseudonymizer is set)") from None
 

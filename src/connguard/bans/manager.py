@@ -42,7 +42,7 @@ from .wire import (
     Incoming,
     Infraction,
     check_node_id,
-    finite,
+    check_wall,
     read_infraction,
     snapshot_items,
     snapshot_of,
@@ -281,7 +281,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
         duration = number_arg("duration", duration)
         if duration > MAX_TIME:
             raise ValueError(f"duration must be at most {MAX_TIME:g} seconds, got {duration!r}")
-        _check_wall("made", made)
+        if made is not None:
+            check_wall("made", made)
         key = self._key_of(source)
         t = self._local(now)
         with self._lock:
@@ -308,7 +309,8 @@ class _BanAPI(NetblockKeyed, _BanBase):
         later ones still reach ban_score the ban stays, for as long as
         they warrant, and a ``ban()`` made after it stays as it was.
         """
-        _check_wall("before", before)
+        if before is not None:
+            check_wall("before", before)
         key = self._key_of(source)
         t = self._local(now)
         events: Events = []
@@ -578,11 +580,7 @@ class _BanAPI(NetblockKeyed, _BanBase):
 
     def _local(self, now: float | None) -> float:
         """``now``, or the clock's reading, checked as the cores check times."""
-        t = seconds_of(self._time_source() if now is None else now, now is None)
-        if not -MAX_TIME <= t <= MAX_TIME:               # also false for nan
-            raise ValueError(f"now must be a finite number of seconds within +-{MAX_TIME:g}, "
-                             f"got {t!r:.40}")
-        return t
+        return seconds_of(self._time_source() if now is None else now, now is None)
 
     def _key_of(self, source: Source) -> Key:
         """Key an address, or a netblock as other nodes send it ("2001:db8::/64").
@@ -667,10 +665,3 @@ _KIND, _PENALTY, _EXPIRES = (operator.itemgetter(Infraction._fields.index(name))
 
 def _live_score(record: Record, wall: float) -> int:
     return sum(i.penalty for i in record.infractions if i.expires > wall)
-
-
-def _check_wall(name: str, value: object) -> None:
-    """A wall-clock time another node sent (None: not given); ValueError naming it."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not finite(value)):
-        raise ValueError(f"{name} must be a finite number of seconds, got {value!r:.40}")

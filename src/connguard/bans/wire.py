@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Ban", "Incoming", "Infraction", "check_node_id", "read_infraction", "snapshot_items"]
+__all__ = ["Ban", "Incoming", "Infraction", "check_node_id", "check_wall", "read_infraction",
+           "snapshot_items"]
 
 SNAPSHOT_VERSION = 1
 MAX_ID_LENGTH = 200
@@ -97,16 +98,19 @@ def _explain(data: Mapping[str, Any]) -> None:
     created = data.get("created", _MISSING)
     if created is _MISSING:
         raise ValueError("infraction is missing 'created'")
-    if isinstance(created, bool) or not isinstance(created, (int, float)) or not finite(created):
-        raise ValueError(f"infraction created must be a finite number of seconds, got {created!r:.80}")
+    check_wall("infraction created", created)
 
 
-def finite(value: float) -> bool:
-    """math.isfinite, and False for an int beyond every float (JSON may carry one)."""
+def check_wall(name: str, value: object) -> None:
+    """A wall-clock time from a peer or a caller: a finite int or float (an int
+    beyond every float, which JSON may carry, is not); ValueError naming it."""
     try:
-        return math.isfinite(value)
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) \
+            and math.isfinite(value)
     except OverflowError:
-        return False
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r:.80}")
 
 
 def check_node_id(node_id: object) -> str:

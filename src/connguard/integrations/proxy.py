@@ -193,11 +193,11 @@ def _host_port(authority: str, default: int | None) -> tuple[str, int]:
             raise BadRequest(f"text after the IPv6 host: {rest[:16]!r}")
         port_text = rest[1:]
         try:
-            if "%" in host:                      # a zone names an interface of the client's
-                raise ValueError(host)
-            ipaddress.IPv6Address(host)
+            zoned = ipaddress.IPv6Address(host).scope_id is not None
         except ValueError:
-            raise BadRequest(f"bad IPv6 host {host[:40]!r}") from None
+            zoned = True
+        if zoned:                                # (a zone names an interface of the client's)
+            raise BadRequest(f"bad IPv6 host {host[:40]!r}")
     else:
         host, _, port_text = authority.rpartition(":") if ":" in authority else (authority, "", "")
         if not host:

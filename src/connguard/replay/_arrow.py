@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .readers import NO_PROTO, TRANSPORTS, Chunk, Skipped, _argus_port, _new_chunk
+from .readers import TRANSPORTS, Chunk, Skipped, _argus_port, _new_chunk
 
 BLOCK = 4 << 20                 # bytes pyarrow parses at a time
 
@@ -142,7 +142,7 @@ def _destinations(hosts: pa.Array, ports: pa.Array | None, protos: pa.Array | No
     if protos is not None:                          # null: the log's unset marker
         given = pc.utf8_lower(protos)
         counted = pc.or_kleene(pc.is_null(given),
-                               pc.is_in(given, value_set=pa.array(TRANSPORTS + NO_PROTO)))
+                               pc.is_in(given, value_set=pa.array(TRANSPORTS)))
         with_port = pc.and_(with_port, counted)
     joined = pc.binary_join_element_wise(bracketed, ":", pc.cast(ports, pa.string()), "")
     return pc.if_else(pc.fill_null(with_port, False), joined, bracketed).to_pylist()  # type: ignore[no-any-return]

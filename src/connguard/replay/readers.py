@@ -39,7 +39,7 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, NamedTuple, cast
 
 __all__ = ["CHUNK", "CSV_COLUMNS", "FORMATS", "Chunk", "FlowFile", "FormatError", "Skipped",
@@ -132,20 +132,27 @@ def _add(out: Chunk, start: float, duration: float | None, source: str, target: 
     out.lines.append(line)
 
 
-# A protocol field holding one of these gives no protocol (the port then counts).
-NO_PROTO = ("", "-", "(empty)")
+def _no_flow(row: list[str], columns: Iterable[int]) -> bool:
+    """No value in any column a flow is read from (-1: a column the file
+    lacks): such a line is no row, as a blank one is."""
+    return not any(row[i] for i in columns if 0 <= i < len(row))
+
+
 # The protocols whose port names a service.
 TRANSPORTS = ("tcp", "udp")
 
 
-def destination(host: str, port: int | None, proto: str | None) -> str:
-    """``host:port`` for TCP/UDP (in any case) or when no protocol is given,
-    else the host; IPv6 bracketed."""
+def destination(host: str, port: int | None, proto: str | None,
+                unset: tuple[str, ...] = ()) -> str:
+    """``host:port`` for TCP/UDP (in any case) or when no protocol is given
+    (None, or one of the format's ``unset`` markers), else the host; IPv6
+    bracketed."""
     if not host:
         return ""
     if ":" in host:
         host = f"[{host}]"
-    if port is None or proto is not None and proto.lower() not in TRANSPORTS + NO_PROTO:
+    if port is None or proto is not None and proto not in unset \
+            and proto.lower() not in TRANSPORTS:
         return host
     return f"{host}:{port}"
 
@@ -433,8 +440,8 @@ class FlowFile:
                  for field, names in CSV_COLUMNS.items()}
         unset = ("", "-")
         for row in rows:
-            if not any(row[i] for i in index.values() if 0 <= i < len(row)):
-                continue                             # nothing a flow is read from
+            if _no_flow(row, index.values()):
+                continue
             # More fields than names shift no column only when the extra ones are empty.
             if len(row) < len(header) or any(row[len(header):]):
                 skipped.add(where, rows.line_num, f"{len(row)} fields where the header "
@@ -506,7 +513,7 @@ def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> 
     host = row[index["destination"]] if index["destination"] >= 0 else ""
     port = _port(row[index["port"]], "port", unset) if index["port"] >= 0 else None
     proto = row[index["proto"]] if index["proto"] >= 0 else None
-    target = destination(host, port, proto) if port is not None else host
+    target = destination(host, port, proto, unset) if port is not None else host
     return (start,
             _number(row[index["duration"]], "duration", unset) if index["duration"] >= 0 else None,
             source, target,
@@ -596,8 +603,8 @@ class _ZeekHeader:
             skipped.add(self.where, lineno, f"{len(parts)} fields where the header names "
                                             f"{self.columns}")
             return
-        if not any(parts[i] for i in self.index if i >= 0):
-            return                                   # nothing a flow is read from
+        if _no_flow(parts, self.index):
+            return
         its, isrc, idst, iport, iproto, idur, isent, irecv = self.index
         unset = self.unset
         try:
@@ -607,7 +614,7 @@ class _ZeekHeader:
             target = destination(
                 parts[idst] if idst >= 0 and parts[idst] not in unset else "",
                 _port(parts[iport], "id.resp_p", unset) if iport >= 0 else None,
-                parts[iproto] if iproto >= 0 and parts[iproto] not in unset else None)
+                parts[iproto] if iproto >= 0 else None, unset)
             duration = _number(parts[idur], "duration", unset) if idur >= 0 else None
             sent = _count(parts[isent], "orig_bytes", unset) if isent >= 0 else None
             received = _count(parts[irecv], "resp_bytes", unset) if irecv >= 0 else None
@@ -656,10 +663,9 @@ def _zeek_fast(block: list[str], header: _ZeekHeader, first: int) -> Chunk | Non
     except ValueError:
         return None
     hosts = ["" if idst < 0 or r[idst] in unset else r[idst] for r in rows]
-    protos = [None] * len(rows) if iproto < 0 else \
-        [None if r[iproto] in unset else r[iproto] for r in rows]
+    protos = [None] * len(rows) if iproto < 0 else [r[iproto] for r in rows]
     return Chunk(starts, durations, [r[isrc] for r in rows],
-                 [destination(h, p, t) for h, p, t in zip(hosts, ports, protos, strict=True)],
+                 [destination(h, p, t, unset) for h, p, t in zip(hosts, ports, protos, strict=True)],
                  sent, received, list(range(first, first + len(rows))))
 
 
@@ -687,7 +693,8 @@ def _argus_fast(block: list[str], index: tuple[int, ...], columns: int, clock: _
         return None
     protos = [None] * len(rows) if iproto < 0 else [r[iproto] for r in rows]
     return Chunk(starts, durations, [r[isrc] for r in rows],
-                 [destination(r[idst], p, t) for r, p, t in zip(rows, ports, protos, strict=True)],
+                 [destination(r[idst], p, t, unset)
+                  for r, p, t in zip(rows, ports, protos, strict=True)],
                  sent, received, list(range(first, first + len(rows))))
 
 
@@ -701,8 +708,8 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     if len(row) != columns:
         skipped.add(where, lineno, f"{len(row)} fields where the header names {columns}")
         return
-    if not any(row[i] for i in index if i >= 0):
-        return                                   # nothing a flow is read from
+    if _no_flow(row, index):
+        return
     try:
         start = clock(row[its])
         proto = row[iproto] if iproto >= 0 else None
@@ -715,5 +722,5 @@ def _argus_row(row: list[str], lineno: int, index: tuple[int, ...], columns: int
     except _Bad as exc:
         skipped.add(where, lineno, str(exc))
         return
-    _add(out, start, duration, row[isrc], destination(row[idst], port, proto), sent,
+    _add(out, start, duration, row[isrc], destination(row[idst], port, proto, unset), sent,
          None if sent is None or total is None else total - sent, lineno)
