@@ -5,14 +5,19 @@ as the row readers in readers.py. Every column is read as text; a batch is
 converted with pyarrow's compute functions, and a batch where any value does
 not convert cleanly goes row by row through the row readers, which say what
 was wrong. A line with the wrong number of fields is skipped with its line
-number (pyarrow reports it); comment lines (``#close``) are ignored.
+number (pyarrow reports it). In a Zeek log a directive that changes nothing
+(``#close``, or the same header again in logs joined end to end) is no row;
+from one that changes how rows read (a new ``#fields``), or a row whose first
+field starts with '#', the row reader takes over, as it reads directives.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
+import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import IO, Any, cast
 
 import pyarrow as pa
@@ -57,29 +62,46 @@ class _Lines:
 def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, str],
             offset: int, delimiter: str, skipped: Skipped,
             convert: Callable[[dict[str, Any]], Chunk | None],
-            row: Callable[[list[str], int, Chunk], None], size: int) -> Iterator[Chunk]:
+            row: Callable[[list[str], int, Chunk], None], size: int,
+            directive: Callable[[str], bool] | None = None) -> Generator[Chunk, None, int | None]:
     """Read ``stream`` (its header already consumed: ``offset`` lines) in chunks.
 
     ``fields`` maps each role to its column name (absent roles are left out);
     ``convert`` turns a batch's text columns (by role) into a Chunk without
     lines, or None to take the batch row by row through ``row(parts, line,
     out)``, parts being the row's fields in file order.
+
+    ``directive`` is given for a format whose lines starting with '#' are
+    directives (Zeek): it tells whether one would change how the rows after
+    it read. Then the generator stops before the first such line, or the
+    first row whose first field starts with '#', and returns that line's
+    number for the row reader to go on from; else it returns None at the end.
     """
     if not cast(io.BufferedReader, stream).peek(1):   # no row after the header: pyarrow
-        return                                          # would call the file empty and fail
+        return None                                     # would call the file empty and fail
     lines = _Lines(offset)
+    stops: list[int] = []                    # lines the row reader must take over from
+    # Lines of the wrong length, recorded as skipped once no stop can come before them.
+    pending: deque[tuple[int, str]] = deque()
 
     def invalid(bad: Any) -> str:
         number = bad.number if bad.number is not None else lines.next
         lines.invalid.append(number)
-        # A Zeek directive such as #close is no row, nor a line of only separators
-        # (quoted empty fields included).
-        if not bad.text.startswith("#") and bad.text.strip(delimiter + '"\r\n'):
-            skipped.add(where, offset + number, f"{bad.actual_columns} fields where the "
-                                                f"header names {bad.expected_columns}")
+        if directive is not None and bad.text.startswith("#"):
+            if directive(bad.text):
+                stops.append(offset + number)
+        elif bad.text.strip(delimiter + '"\r\n'):  # a line of only separators is no row
+            pending.append((offset + number, f"{bad.actual_columns} fields where the header "
+                                             f"names {bad.expected_columns}"))
         return "skip"
 
+    def record(before: float) -> None:
+        while pending and pending[0][0] < before:
+            skipped.add(where, *pending.popleft())
+
     wanted = list(fields.values())
+    if directive is not None and names[0] not in wanted:
+        wanted.append(names[0])              # where a row starting with '#' shows
     reader = pcsv.open_csv(
         stream,
         read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK, use_threads=False),
@@ -93,25 +115,48 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
         for start in range(0, batch.num_rows, size):
             part = batch.slice(start, size)
             numbers = lines.take(part.num_rows)
-            columns = {role: part.column(name) for role, name in fields.items()}
-            try:
-                chunk = convert(columns)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-                chunk = None
-            if chunk is None:
-                chunk = _new_chunk()
-                texts = {names.index(name): part.column(name).to_pylist()
-                         for name in wanted}
-                for k, line in enumerate(numbers):
-                    parts = [""] * len(names)
-                    for i, column in texts.items():
-                        parts[i] = column[k]
-                    if any(parts):                   # else nothing a flow is read from
-                        row(parts, line, chunk)
-            else:
-                chunk.lines.extend(numbers)
+            if directive is not None:
+                hashed = pc.starts_with(part.column(names[0]), "#")
+                if pc.any(hashed).as_py():
+                    stops.append(numbers[pc.index(hashed, True).as_py()])
+            # The parser reports a block's invalid lines before it hands over its
+            # rows, so no row already taken lies past a stop found later.
+            stop = min(stops, default=math.inf)
+            record(min(stop, numbers[-1]))
+            cut = stop <= numbers[-1]
+            if cut:
+                keep = bisect.bisect_left(numbers, stop)
+                part, numbers = part.slice(0, keep), numbers[:keep]
+            chunk = _chunk(part, numbers, names, fields, wanted, convert, row)
             if chunk.starts:
                 yield chunk
+            if cut:
+                return int(stop)
+    record(min(stops, default=math.inf))     # after the last row: the rest is by rows
+    return min(stops, default=None)
+
+
+def _chunk(part: pa.RecordBatch, numbers: list[int], names: list[str], fields: dict[str, str],
+           wanted: list[str], convert: Callable[[dict[str, Any]], Chunk | None],
+           row: Callable[[list[str], int, Chunk], None]) -> Chunk:
+    """The flows of one part of a batch: converted column by column, or row by row."""
+    columns = {role: part.column(name) for role, name in fields.items()}
+    try:
+        chunk = convert(columns)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        chunk = None
+    if chunk is not None:
+        chunk.lines.extend(numbers)
+        return chunk
+    chunk = _new_chunk()
+    texts = {names.index(name): part.column(name).to_pylist() for name in wanted}
+    for k, line in enumerate(numbers):
+        parts = [""] * len(names)
+        for i, column in texts.items():
+            parts[i] = column[k]
+        if any(parts):                       # else nothing a flow is read from
+            row(parts, line, chunk)
+    return chunk
 
 
 def _unset(column: pa.Array, unset: tuple[str, ...]) -> pa.Array:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import copy
 import csv
 import datetime
 import gzip
@@ -326,12 +327,19 @@ class FlowFile:
             "csv": self._csv}[self.format]
         try:
             fast = self._arrow(skipped, size) if self.format in ("zeek", "binetflow") else None
+            if fast is None:
+                self._text.seek(0)               # the header the fast path read, again
             yield from reader(skipped, size) if fast is None else fast
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise FormatError(f"{self.path}: reading failed: {exc}") from None
 
     def _arrow(self, skipped: Skipped, size: int) -> Iterator[Chunk] | None:
-        """The pyarrow path for Zeek TSV and binetflow, or None without pyarrow."""
+        """The pyarrow path for Zeek TSV and binetflow, or None where the row readers must read.
+
+        They must without pyarrow, for a Zeek separator of more than one
+        character, and for a file whose lines end in a bare CR (the header
+        is read up to LF).
+        """
         try:
             from . import _arrow
         except ImportError:
@@ -341,7 +349,10 @@ class FlowFile:
         offset = 0
         if self.format == "binetflow":
             offset = 1
-            names = [name.strip() for name in next(csv.reader([_text(binary.readline())]))]
+            line = _text(binary.readline())
+            if "\r" in line.rstrip("\r\n"):
+                return None
+            names = [name.strip() for name in next(csv.reader([line]))]
             index = _argus_index(names, self.path)
             clock = _ArgusClock()
             return _arrow.batches(
@@ -355,6 +366,8 @@ class FlowFile:
         while True:                               # the directives before the first row
             where = binary.tell()
             line = _text(binary.readline())
+            if "\r" in line.rstrip("\r\n"):
+                return None
             if line and (line[0] == "#" or not line.strip()):
                 offset += 1
                 header.row(line.rstrip("\r\n"), offset, _new_chunk(), skipped)
@@ -368,16 +381,29 @@ class FlowFile:
             raise FormatError(f"{self.path}: no #fields header")
         if len(header.sep) != 1:
             return None
-        return _arrow.batches(
-            binary, self.path, header.names,
-            {role: header.names[i] for role, i in zip(_arrow.ZEEK_ROLES, header.index,
-                                                      strict=True) if i >= 0},
-            offset, header.sep, skipped, lambda columns: _arrow.zeek(columns, header.unset),
-            lambda parts, line, out: header.parts_row(parts, line, out, skipped), size)
+        return self._zeek_arrow(_arrow, header, offset, skipped, size)
 
-    def _zeek(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
-        header = _ZeekHeader(self.path)
-        lineno = 0
+    def _zeek_arrow(self, arrow: Any, header: _ZeekHeader, offset: int, skipped: Skipped,
+                    size: int) -> Iterator[Chunk]:
+        """A Zeek log past its header through pyarrow, then by rows from a directive
+        that changes how rows read (logs joined end to end with other #fields)."""
+        assert header.index is not None
+        stop = yield from arrow.batches(
+            self._binary, self.path, header.names,
+            {role: header.names[i] for role, i in zip(arrow.ZEEK_ROLES, header.index,
+                                                      strict=True) if i >= 0},
+            offset, header.sep, skipped, lambda columns: arrow.zeek(columns, header.unset),
+            lambda parts, line, out: header.parts_row(parts, line, out, skipped), size,
+            header.changes)
+        if stop is not None:
+            self._text.seek(0)
+            yield from self._zeek(skipped, size, header, stop - 1)
+
+    def _zeek(self, skipped: Skipped, size: int, header: _ZeekHeader | None = None,
+              lineno: int = 0) -> Iterator[Chunk]:
+        """The Zeek log by rows; from line ``lineno + 1`` on with ``header`` when given."""
+        header = header or _ZeekHeader(self.path)
+        next(itertools.islice(self._text, lineno, lineno), None)
         for block in _blocks(self._text, size):
             first = lineno + 1
             lineno += len(block)
@@ -623,10 +649,24 @@ class _ZeekHeader:
             return
         _add(out, start, duration, parts[isrc], target, sent, received, lineno)
 
+    def changes(self, line: str) -> bool:
+        """Whether the directive ``line`` would change how the rows after it read
+        (or make them unreadable: a #fields without ts)."""
+        probe = copy.copy(self)
+        try:
+            probe._directive(line.rstrip("\r\n"), 0)
+        except FormatError:
+            return True
+        return (probe.sep, probe.unset, probe.names) != (self.sep, self.unset, self.names)
+
     def _directive(self, line: str, lineno: int) -> None:
         directive, _, value = line.partition(" ")
         if directive == "#separator":
-            self.sep = value.encode().decode("unicode_escape") or "\t"
+            try:
+                self.sep = value.encode().decode("unicode_escape") or "\t"
+            except UnicodeDecodeError:
+                raise FormatError(f"{self.where}:{lineno}: #separator {value!r} is not "
+                                  "a separator") from None
             return
         directive, _, value = line.partition(self.sep)
         if directive == "#unset_field":
