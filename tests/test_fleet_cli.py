@@ -105,7 +105,20 @@ def test_the_command_in_a_subprocess(make_node: MakeNode, redis_url: str, stream
     a.report("192.0.2.44", "impersonation")
     assert fa.flush(2.0)
     result = subprocess.run(
-        [sys.executable, "-m", "connguard.cli.bans", "list", "--redis", redis_url,
+        [sys.executable, "-m", "connguard", "bans", "list", "--redis", redis_url,
          "--stream", stream, "--json"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert [b["source"] for b in json.loads(result.stdout)["bans"]] == ["192.0.2.44"]
+    assert result.stderr == ""          # not the BanManager's "banned" line per ban read
+
+
+def test_a_failed_ban_says_only_that_it_failed() -> None:
+    """The throwaway BanManager logs "banned" as the ban starts, before the
+    write to Redis: that line is not the command's to print."""
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "connguard", "bans", "ban", "192.0.2.45", "60", "--redis", down],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("connguard bans: cannot use connguard:infractions at ")
+    assert result.stderr.count("\n") == 1, result.stderr

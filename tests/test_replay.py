@@ -488,6 +488,29 @@ def test_cli_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert done.stderr == ""
 
 
+def test_a_broken_pipe_other_than_stdout_is_not_swallowed(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a reader of stdout that went away ends a command quietly."""
+    from connguard import cli
+    from connguard.cli import replay as replay_command
+
+    def broken(args: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(replay_command, "run", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["replay", "any.log"])
+    read_end, write_end = os.pipe()
+    out = open(write_end, "w", closefd=False)      # noqa: SIM115 - nothing written to it
+    try:
+        assert cli._reader_gone(out) is False       # someone may still read
+        os.close(read_end)
+        assert cli._reader_gone(out) is True
+    finally:
+        os.close(write_end)
+    capsys.readouterr()
+
+
 def test_cli_table_and_pseudonyms(tmp_path: Path) -> None:
     log = scan_log(tmp_path)
     done = cli(str(log), "--pseudonymize", "0123456789abcdef-secret")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from .. import __version__
 from . import bans, demo, proxy, replay
@@ -32,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.run(args)
         sys.stdout.flush()
     except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise                                # another pipe: not a quiet matter
         # The output's reader went away (``connguard replay ... | head``): stop
         # quietly, with stdout on devnull so that the flush at exit finds a
         # reader too.
@@ -40,3 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return 1
     return status
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe or socket whose reading end is closed.
+
+    poll() reports an error condition on such a descriptor without writing
+    to it; a file, a terminal or a pipe someone still reads reports none.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):              # Windows: no way to tell, assume it is
+        return True
+    poller = select.poll()
+    poller.register(fd, 0)                       # errors and hang-ups are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))

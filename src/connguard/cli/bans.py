@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -72,7 +73,27 @@ def _fail(message: str) -> int:
     return 2
 
 
+class _NoBanLines(logging.Filter):
+    """Drops the throwaway BanManager's "banned" lines: the command reports
+    what it did itself, and only once the write to Redis is done (the
+    manager logs a ban when it starts, before the write that may still
+    fail), and ``list`` would log every ban it reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("connguard: banned ")
+
+
 def run(args: argparse.Namespace) -> int:
+    quiet = _NoBanLines()
+    logger = logging.getLogger("connguard.bans")
+    logger.addFilter(quiet)
+    try:
+        return _run(args)
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         import redis
 
