@@ -87,6 +87,24 @@ def test_own_entries_are_skipped_and_remote_ones_not_published_again(
     assert client(redis_url).xlen(stream) == 6
 
 
+def test_two_processes_under_one_node_id_still_share(
+        make_node: MakeNode, redis_url: str, stream: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Each knows its own entries by its RedisFleet's token, not the node id: the
+    other's are applied, counted as clashes and logged; its own are still skipped."""
+    a, fa = make_node("same")
+    b, fb = make_node("same")
+    with caplog.at_level(logging.WARNING, logger="connguard.fleet"):
+        a.report("198.51.100.7", "impersonation")
+        b.ban("198.51.100.8", 600.0)
+        assert wait_for(lambda: b.is_banned("198.51.100.7") and a.is_banned("198.51.100.8"))
+    assert wait_for(lambda: fa.stats().skipped["own"] == 1 and fb.stats().skipped["own"] == 1)
+    assert (fa.stats().clashes, fb.stats().clashes) == (1, 1)
+    assert (fa.stats().applied, fb.stats().applied) == (1, 1)
+    assert fa.stats().published == 1                          # the applied ban is not echoed
+    warnings = [r.getMessage() for r in caplog.records if "another process" in r.getMessage()]
+    assert len(warnings) == 2 and all("as node 'same'" in w for w in warnings)
+
+
 def test_a_late_node_is_ban_aware_when_start_returns(make_node: MakeNode) -> None:
     a, fa = make_node("a")
     for i in range(50):

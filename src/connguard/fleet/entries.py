@@ -1,10 +1,12 @@
 """Stream entries: what a fleet node writes with XADD and what it reads back, checked.
 
 An entry is flat string fields. An infraction is ``id``, ``source``,
-``kind``, ``created`` (wall-clock seconds) and ``node``; a command adds
-``type`` ("ban" or "unban") and, for a ban, ``duration`` (seconds), and has
-no ``kind``. An entry without ``type`` is an infraction. Nothing here
-imports redis.
+``kind``, ``created`` (wall-clock seconds), ``node`` and ``run``; a command
+adds ``type`` ("ban" or "unban") and, for a ban, ``duration`` (seconds), and
+has no ``kind``. An entry without ``type`` is an infraction. ``run`` is a
+random token of the publishing RedisFleet: a node tells its own entries from
+those of another process given the same node id by it (entries of versions
+before it have none). Nothing here imports redis.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..bans.wire import (
 )
 
 __all__ = ["BAN", "INFRACTION", "UNBAN", "Command", "Malformed", "UnknownType", "ban_fields",
-           "command_id", "infraction_fields", "read_entry", "unban_fields"]
+           "command_id", "infraction_fields", "read_entry", "run_of", "unban_fields"]
 
 INFRACTION, BAN, UNBAN = "infraction", "ban", "unban"
 MAX_FIELDS = 16             # an entry with more fields is malformed
@@ -49,10 +51,10 @@ class Command(NamedTuple):
     duration: float     # seconds, as sent (0.0 for an unban); receivers clamp it
 
 
-def infraction_fields(infraction: Infraction) -> dict[str, str]:
+def infraction_fields(infraction: Infraction, run: str) -> dict[str, str]:
     """The entry of a local infraction; penalty and expiry stay home (receivers use their own)."""
     return {"id": infraction.id, "source": infraction.source, "kind": infraction.kind,
-            "created": repr(infraction.created), "node": infraction.node}
+            "created": repr(infraction.created), "node": infraction.node, "run": run}
 
 
 def command_id(node: str, kind: str) -> str:
@@ -60,13 +62,22 @@ def command_id(node: str, kind: str) -> str:
     return f"{node}:{kind}:{os.urandom(8).hex()}"
 
 
-def ban_fields(ident: str, source: str, duration: float, created: float, node: str) -> dict[str, str]:
+def ban_fields(ident: str, source: str, duration: float, created: float, node: str,
+               run: str) -> dict[str, str]:
     return {"type": BAN, "id": ident, "source": source, "created": repr(created), "node": node,
-            "duration": repr(duration)}
+            "run": run, "duration": repr(duration)}
 
 
-def unban_fields(ident: str, source: str, created: float, node: str) -> dict[str, str]:
-    return {"type": UNBAN, "id": ident, "source": source, "created": repr(created), "node": node}
+def unban_fields(ident: str, source: str, created: float, node: str, run: str) -> dict[str, str]:
+    return {"type": UNBAN, "id": ident, "source": source, "created": repr(created), "node": node,
+            "run": run}
+
+
+def run_of(fields: Mapping[Any, Any]) -> str | None:
+    """The ``run`` of an entry read_entry accepted (its fields are then bounded
+    UTF-8), or None when it has none."""
+    value = fields.get(b"run", fields.get("run"))
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def read_entry(fields: Mapping[Any, Any]) -> dict[str, Any] | Command:

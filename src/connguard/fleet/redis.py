@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -46,6 +47,7 @@ from .entries import (
     command_id,
     infraction_fields,
     read_entry,
+    run_of,
     unban_fields,
 )
 from .stats import SKIP_REASONS, FleetStats
@@ -100,7 +102,10 @@ class RedisFleet:
        than the longest lifetime, or ``max_ban`` if longer) before it
        returns, so the node is ban-aware before it serves; its own
        infractions are applied too then (a restart under the same node
-       id). Following, its own entries are skipped. The stream is capped
+       id). Following, its own entries are skipped: those this RedisFleet
+       published, known by a random token in each. Entries of another
+       process under the same node id are applied as a peer's, counted
+       (``clashes``) and logged: give every node its own. The stream is capped
        at about ``maxlen`` entries (``MAXLEN ~``: whole blocks of entries
        go, so it may hold a hundred or so more), and the publisher trims
        entries older than that horizon (``XTRIM MINID ~``) every
@@ -174,6 +179,7 @@ class RedisFleet:
         self._resend = number_arg("resend", resend, allow_low=True)
         self._bans = bans
         self._node = bans.node_id
+        self._run_token = os.urandom(8).hex()    # in every entry published: which are this one's
         self._stream = stream
         self._pub = _client("url", url, self._timeout)
         self._sub = _client("url", url, self._timeout + self._block)
@@ -212,6 +218,7 @@ class RedisFleet:
         self._applied = 0
         self._skipped = dict.fromkeys(SKIP_REASONS, 0)
         self._malformed = 0
+        self._clashes = 0
         self._lag = 0.0
         self._resyncs = 0
         self._last_id: bytes | None = None      # None: the live stream has not been replayed
@@ -380,7 +387,7 @@ class RedisFleet:
         return FleetStats(
             connected=self._pub_ok and self._sub_ok, outbox_depth=depth,
             published=published, applied=self._applied, dropped=dropped, lag=self._lag,
-            skipped=dict(self._skipped), malformed=self._malformed,
+            skipped=dict(self._skipped), malformed=self._malformed, clashes=self._clashes,
             reconnects=self._reconnects + self._sub_reconnects, resyncs=self._resyncs,
             replayed=self._last_id is not None)
 
@@ -396,7 +403,7 @@ class RedisFleet:
         source, duration, created = command
         ident = command_id(self._node, "ban")
         self._remember(ident)                       # a replay does not apply it a second time
-        self._enqueue(ban_fields(ident, source, duration, created, self._node))
+        self._enqueue(ban_fields(ident, source, duration, created, self._node, self._run_token))
 
     def _on_unban(self, command: tuple[str, float]) -> None:
         if getattr(self._applying, "active", False):
@@ -405,7 +412,7 @@ class RedisFleet:
         ident = command_id(self._node, "unban")
         self._remember(ident)
         self._lift(source, created)
-        self._enqueue(unban_fields(ident, source, created, self._node))
+        self._enqueue(unban_fields(ident, source, created, self._node, self._run_token))
 
     def _enqueue(self, event: Outgoing) -> None:
         """Append to the outbox, dropping its oldest event when full; wake the publisher."""
@@ -478,7 +485,8 @@ class RedisFleet:
             pipe = self._pub.pipeline(transaction=False)
             try:
                 for event in events:
-                    fields: Any = infraction_fields(event) if isinstance(event, Infraction) else event
+                    fields: Any = infraction_fields(event, self._run_token) \
+                        if isinstance(event, Infraction) else event
                     pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
                 pipe.execute()
                 sent = True
@@ -648,8 +656,10 @@ class RedisFleet:
             return
         node = entry.node if isinstance(entry, Command) else entry["node"]
         if following and node == self._node:
-            self._skipped["own"] += 1
-            return
+            if run_of(fields) == self._run_token:
+                self._skipped["own"] += 1
+                return
+            self._clash()
         self._applying.active = True
         try:
             if isinstance(entry, Command):
@@ -727,6 +737,15 @@ class RedisFleet:
         with self._memory_lock:
             lifted = self._lifted.get(netblock)
         return lifted is not None and created <= lifted
+
+    def _clash(self) -> None:
+        """Another process publishes under this node's id: its entries are applied
+        as any peer's (they are events from elsewhere), counted and logged."""
+        self._clashes += 1
+        if self._clashes <= 10 or self._clashes % 1000 == 0:       # bounded, as below
+            log.warning("connguard fleet: another process writes to %s as node %r (%d entries "
+                        "so far); give each node its own node_id", self._stream,
+                        self._node[:64], self._clashes)
 
     def _malformed_entry(self, exc: Exception) -> None:
         self._malformed += 1
