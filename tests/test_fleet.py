@@ -580,6 +580,13 @@ def test_bad_arguments_are_named(core: ModuleType) -> None:
     b = on_core(BanManager, core)(node_id="n", seed=7)
     with pytest.raises(ValueError, match="url must be a redis://"):
         RedisFleet(b, "http://127.0.0.1:6379")
+    for url in ("redis://127.0.0.1:6379/abc", "redis://127.0.0.1/1/2", "rediss://h/-1",
+                "redis://h/ 3", "redis://h/\N{DIGIT THREE}\N{ARABIC-INDIC DIGIT ONE}"):
+        with pytest.raises(ValueError, match="url must name its database by number"):
+            RedisFleet(b, url)
+    for url in ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "redis://h:1/15",
+                "unix:///tmp/redis.sock?db=2"):
+        RedisFleet(b, url).stop()                                    # no connection made
     with pytest.raises(TypeError, match="url must be a str"):
         RedisFleet(b, 6379)                                          # type: ignore[arg-type]
     with pytest.raises(ValueError, match="maxlen must be between 1"):
