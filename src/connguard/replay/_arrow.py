@@ -8,12 +8,12 @@ was wrong. A line with the wrong number of fields is skipped with its line
 number (pyarrow reports it). In a Zeek log a directive that changes nothing
 (``#close``, or the same header again in logs joined end to end) is no row;
 from one that changes how rows read (a new ``#fields``), or a row whose first
-field starts with '#', the row reader takes over, as it reads directives.
+field starts with '#', the row reader takes over, as it reads directives; so
+it does from text pyarrow cannot convert (not UTF-8), which it replaces.
 """
 
 from __future__ import annotations
 
-import bisect
 import io
 import math
 from collections import deque
@@ -73,14 +73,17 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
 
     ``directive`` is given for a format whose lines starting with '#' are
     directives (Zeek): it tells whether one would change how the rows after
-    it read. Then the generator stops before the first such line, or the
-    first row whose first field starts with '#', and returns that line's
-    number for the row reader to go on from; else it returns None at the end.
+    it read. Returns None at the end, or the number of the first line it did
+    not take, for the row reader to go on from: a row whose first field
+    starts with '#', a directive that changes how rows read, or text pyarrow
+    cannot convert (not UTF-8) is at that line or after it.
+
+    Important: the stream is given up then, not closed, and pyarrow may go
+    on reading it ahead in a thread of its own: read on through a new handle.
     """
     if not cast(io.BufferedReader, stream).peek(1):   # no row after the header: pyarrow
         return None                                     # would call the file empty and fail
     lines = _Lines(offset)
-    stops: list[int] = []                    # lines the row reader must take over from
     # Lines of the wrong length, recorded as skipped once no stop can come before them.
     pending: deque[tuple[int, str]] = deque()
 
@@ -88,9 +91,9 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
         number = bad.number if bad.number is not None else lines.next
         lines.invalid.append(number)
         if directive is not None and bad.text.startswith("#"):
-            if directive(bad.text):
-                stops.append(offset + number)
-        elif bad.text.strip(delimiter + '"\r\n'):  # a line of only separators is no row
+            # A new header: reading stops, the rows not yet taken go to the row reader.
+            return "error" if directive(bad.text) else "skip"
+        if bad.text.strip(delimiter + '"\r\n'):    # a line of only separators is no row
             pending.append((offset + number, f"{bad.actual_columns} fields where the header "
                                              f"names {bad.expected_columns}"))
         return "skip"
@@ -99,41 +102,47 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
         while pending and pending[0][0] < before:
             skipped.add(where, *pending.popleft())
 
+    def stop(line: int) -> int:
+        """Hand over at ``line``: skips after it are the row reader's to record."""
+        record(line)
+        pending.clear()
+        return line
+
     wanted = list(fields.values())
     if directive is not None and names[0] not in wanted:
         wanted.append(names[0])              # where a row starting with '#' shows
-    reader = pcsv.open_csv(
-        stream,
-        read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK, use_threads=False),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid,
-                                        quote_char='"' if delimiter == "," else False,
-                                        ignore_empty_lines=False),
-        convert_options=pcsv.ConvertOptions(
-            include_columns=wanted, column_types={name: pa.string() for name in wanted},
-            strings_can_be_null=False))
-    for batch in reader:
-        for start in range(0, batch.num_rows, size):
-            part = batch.slice(start, size)
-            numbers = lines.take(part.num_rows)
-            if directive is not None:
-                hashed = pc.starts_with(part.column(names[0]), "#")
-                if pc.any(hashed).as_py():
-                    stops.append(numbers[pc.index(hashed, True).as_py()])
-            # The parser reports a block's invalid lines before it hands over its
-            # rows, so no row already taken lies past a stop found later.
-            stop = min(stops, default=math.inf)
-            record(min(stop, numbers[-1]))
-            cut = stop <= numbers[-1]
-            if cut:
-                keep = bisect.bisect_left(numbers, stop)
-                part, numbers = part.slice(0, keep), numbers[:keep]
-            chunk = _chunk(part, numbers, names, fields, wanted, convert, row)
-            if chunk.starts:
-                yield chunk
-            if cut:
-                return int(stop)
-    record(min(stops, default=math.inf))     # after the last row: the rest is by rows
-    return min(stops, default=None)
+    try:
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK,
+                                          use_threads=False),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid,
+                                            quote_char='"' if delimiter == "," else False,
+                                            ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=wanted, column_types={name: pa.string() for name in wanted},
+                strings_can_be_null=False))
+        for batch in reader:
+            for start in range(0, batch.num_rows, size):
+                part = batch.slice(start, size)
+                numbers = lines.take(part.num_rows)
+                hashed = -1
+                if directive is not None:
+                    first = pc.starts_with(part.column(names[0]), "#")
+                    if pc.any(first).as_py():
+                        hashed = pc.index(first, True).as_py()
+                        part, numbers, line = part.slice(0, hashed), numbers[:hashed], \
+                            numbers[hashed]
+                record(line if hashed >= 0 else numbers[-1])
+                chunk = _chunk(part, numbers, names, fields, wanted, convert, row)
+                if chunk.starts:
+                    yield chunk
+                if hashed >= 0:
+                    return stop(line)
+    except pa.ArrowInvalid:
+        return stop(offset + lines.next)
+    record(math.inf)
+    return None
 
 
 def _chunk(part: pa.RecordBatch, numbers: list[int], names: list[str], fields: dict[str, str],

@@ -40,7 +40,7 @@ import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import IO, Any, NamedTuple, cast
 
 __all__ = ["CHUNK", "CSV_COLUMNS", "FORMATS", "Chunk", "FlowFile", "FormatError", "Skipped",
@@ -49,6 +49,7 @@ __all__ = ["CHUNK", "CSV_COLUMNS", "FORMATS", "Chunk", "FlowFile", "FormatError"
 FORMATS = ("zeek", "zeek-json", "binetflow", "csv")
 CHUNK = 65_536                 #: flows per chunk handed to the tracker
 EXAMPLES = 5                   #: skipped rows kept with their line number
+HEADER_LINE = 1 << 20          #: bytes a header line may take on pyarrow's path
 
 # Plain CSV: each field and the header names accepted for it (case-insensitive).
 CSV_COLUMNS = {
@@ -269,16 +270,10 @@ class FlowFile:
         if fmt != "auto" and fmt not in FORMATS:
             raise FormatError(f"unknown format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
         self.path = path
+        self._retired: list[IO[Any]] = []        # handles given up on, closed by close()
         try:
-            self._raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self._open()
             self.size = os.fstat(self._raw.fileno()).st_size
-            magic = self._raw.read(2)
-            self._raw.seek(0)
-            binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
-                if magic == b"\x1f\x8b" else self._raw
-            self._binary = binary
-            self._text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace",
-                                          newline="")
             first = self._first_line()
         except OSError as exc:
             self.close_quietly()
@@ -298,6 +293,21 @@ class FlowFile:
             fmt = found
         self.format = fmt
 
+    def _open(self) -> None:
+        self._raw: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        magic = self._raw.read(2)
+        self._raw.seek(0)
+        self._binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
+            if magic == b"\x1f\x8b" else self._raw
+        self._text = io.TextIOWrapper(self._binary, encoding="utf-8", errors="replace",
+                                      newline="")
+
+    def _reopen(self) -> None:
+        """Read on through new handles: pyarrow's reader may go on reading the
+        old ones ahead in a thread of its own after it was given up."""
+        self._retired += [self._text, self._raw]
+        self._open()
+
     def _first_line(self) -> str:
         for line in self._text:
             if line.strip():
@@ -312,8 +322,9 @@ class FlowFile:
             return 0
 
     def close(self) -> None:
-        self._text.close()
-        self._raw.close()
+        handles: list[IO[Any]] = [self._text, self._raw, *self._retired]
+        for handle in handles:
+            handle.close()
 
     def close_quietly(self) -> None:
         raw = getattr(self, "_raw", None)
@@ -338,7 +349,9 @@ class FlowFile:
 
         They must without pyarrow, for a Zeek separator of more than one
         character, and for a file whose lines end in a bare CR (the header
-        is read up to LF).
+        is read up to LF). From a line pyarrow cannot go on from (a Zeek
+        directive that changes how rows read, text it cannot convert), the
+        row readers take over.
         """
         try:
             from . import _arrow
@@ -349,24 +362,24 @@ class FlowFile:
         offset = 0
         if self.format == "binetflow":
             offset = 1
-            line = _text(binary.readline())
-            if "\r" in line.rstrip("\r\n"):
+            line = _header_line(binary)
+            if line is None:
                 return None
             names = [name.strip() for name in next(csv.reader([line]))]
             index = _argus_index(names, self.path)
             clock = _ArgusClock()
-            return _arrow.batches(
+            return self._then_rows(_arrow.batches(
                 binary, self.path, names,
                 {role: names[i] for role, i in zip(_arrow.ARGUS_ROLES, index, strict=True)
                  if i >= 0}, offset, ",", skipped, _arrow.argus,
                 lambda parts, line, out: _argus_row(parts, line, index, len(names), clock,
                                                     out, skipped, self.path),
-                size)
+                size), lambda lineno: self._binetflow(skipped, size, lineno))
         header = _ZeekHeader(self.path)
         while True:                               # the directives before the first row
             where = binary.tell()
-            line = _text(binary.readline())
-            if "\r" in line.rstrip("\r\n"):
+            line = _header_line(binary)
+            if line is None:
                 return None
             if line and (line[0] == "#" or not line.strip()):
                 offset += 1
@@ -381,27 +394,25 @@ class FlowFile:
             raise FormatError(f"{self.path}: no #fields header")
         if len(header.sep) != 1:
             return None
-        return self._zeek_arrow(_arrow, header, offset, skipped, size)
-
-    def _zeek_arrow(self, arrow: Any, header: _ZeekHeader, offset: int, skipped: Skipped,
-                    size: int) -> Iterator[Chunk]:
-        """A Zeek log past its header through pyarrow, then by rows from a directive
-        that changes how rows read (logs joined end to end with other #fields)."""
-        assert header.index is not None
-        stop = yield from arrow.batches(
-            self._binary, self.path, header.names,
-            {role: header.names[i] for role, i in zip(arrow.ZEEK_ROLES, header.index,
+        return self._then_rows(_arrow.batches(
+            binary, self.path, header.names,
+            {role: header.names[i] for role, i in zip(_arrow.ZEEK_ROLES, header.index,
                                                       strict=True) if i >= 0},
-            offset, header.sep, skipped, lambda columns: arrow.zeek(columns, header.unset),
+            offset, header.sep, skipped, lambda columns: _arrow.zeek(columns, header.unset),
             lambda parts, line, out: header.parts_row(parts, line, out, skipped), size,
-            header.changes)
+            header.changes), lambda lineno: self._zeek(skipped, size, header, lineno))
+
+    def _then_rows(self, batches: Generator[Chunk, None, int | None],
+                   rows: Callable[[int], Iterator[Chunk]]) -> Iterator[Chunk]:
+        """pyarrow's chunks, then the row reader's from the line pyarrow stopped at."""
+        stop = yield from batches
         if stop is not None:
-            self._text.seek(0)
-            yield from self._zeek(skipped, size, header, stop - 1)
+            self._reopen()
+            yield from rows(stop - 1)
 
     def _zeek(self, skipped: Skipped, size: int, header: _ZeekHeader | None = None,
               lineno: int = 0) -> Iterator[Chunk]:
-        """The Zeek log by rows; from line ``lineno + 1`` on with ``header`` when given."""
+        """The Zeek log by rows; with ``header`` from line ``lineno + 1`` on."""
         header = header or _ZeekHeader(self.path)
         next(itertools.islice(self._text, lineno, lineno), None)
         for block in _blocks(self._text, size):
@@ -442,11 +453,12 @@ class FlowFile:
         if out.starts:
             yield out
 
-    def _binetflow(self, skipped: Skipped, size: int) -> Iterator[Chunk]:
+    def _binetflow(self, skipped: Skipped, size: int, lineno: int = 1) -> Iterator[Chunk]:
+        """The binetflow file by rows, from line ``lineno + 1`` on."""
         header = [name.strip() for name in next(csv.reader([next(self._text)]))]
         index = _argus_index(header, self.path)
         clock = _ArgusClock()
-        lineno = 1
+        next(itertools.islice(self._text, lineno - 1, lineno - 1), None)
         for block in _blocks(self._text, size):
             first = lineno + 1
             lineno += len(block)
@@ -591,6 +603,17 @@ def _text(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
+def _header_line(binary: IO[bytes]) -> str | None:
+    """The next line of a header, or None when the row readers must read the
+    file: a line with a bare CR (lines may end in one) or longer than any
+    header (no line end found in HEADER_LINE bytes)."""
+    raw = binary.readline(HEADER_LINE)
+    if len(raw) == HEADER_LINE and not raw.endswith(b"\n"):
+        return None
+    line = _text(raw)
+    return None if "\r" in line.rstrip("\r\n") else line
+
+
 def _argus_index(header: list[str], where: str) -> tuple[int, ...]:
     """Where each field of a flow is in a binetflow header; FormatError without the required."""
     missing = [n for n in _ARGUS_REQUIRED if n not in header]
@@ -665,7 +688,7 @@ class _ZeekHeader:
             try:
                 self.sep = value.encode().decode("unicode_escape") or "\t"
             except UnicodeDecodeError:
-                raise FormatError(f"{self.where}:{lineno}: #separator {value!r} is not "
+                raise FormatError(f"{self.where}:{lineno}: #separator {value} is not "
                                   "a separator") from None
             return
         directive, _, value = line.partition(self.sep)
