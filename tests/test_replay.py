@@ -311,6 +311,46 @@ def test_pyarrow_hands_over_where_the_row_reader_would_read_otherwise(
     assert len(flows) == 3 * 200 and skipped.count == 0
 
 
+Z2 = "#separator \\x09\n#fields\tts\tid.orig_h\n"
+A3 = "StartTime,SrcAddr,DstAddr\n"
+A3_ROW = "2011/08/16 10:01:46,1.2.3.4,5.6.7.8\n"
+
+
+ODD_LINES = [
+    ("quote-only.log", Z2 + '"\n1.0\t10.0.0.1\n', 1, 1),          # Zeek quotes nothing
+    ("comma.log", '#separator \\x2c\n#fields,ts,id.orig_h,id.resp_h\n1.0,"10.0.0.1",x\n'
+                  '2.0,"a,b",y\n', 1, 1),
+    ("e9.log", "#separator \\xe9\n#fields\xe9ts\xe9id.orig_h\n1.0\xe910.0.0.1\n", 1, 0),
+    ("bom.log", Z2 + "\ufeff1.0\t10.0.0.1\n2.0\t10.0.0.2\n", 1, 1),
+    ("space.log", "#separator ||\n#fields||ts||id.orig_h\n \n1.0||10.0.0.1\n", 1, 1),
+    ("hash.log", "#separator \\x09\n#fields\tid.orig_h\tts\n10.0.0.1\t1.0\n#note\t2.0\n", 1, 0),
+    ("quotes.binetflow", A3 + A3_ROW + '""""\n' + '",",\n' + A3_ROW, 2, 2),
+    ("bom.binetflow", A3 + "\ufeff" + A3_ROW + A3_ROW, 1, 1),
+]
+
+
+@pytest.mark.parametrize("name, text, flows, skips", ODD_LINES, ids=[c[0] for c in ODD_LINES])
+@pytest.mark.parametrize("size", [1, readers.CHUNK])
+def test_odd_lines_read_alike_on_both_paths(tmp_path: Path, name: str, text: str, flows: int,
+                                            skips: int, size: int) -> None:
+    """Lines the row readers take one way and pyarrow's parser would another: a
+    Zeek line of only a quote (Zeek quotes nothing, also with a ',' separator),
+    a non-ASCII separator, a BOM before a row, a blank-looking line after
+    #fields, a row starting with '#' where ts is not the first column, binetflow
+    lines of only quotes and commas."""
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    results = {}
+    for kind in ("arrow", "stdlib"):
+        with pytest.MonkeyPatch.context() as m:
+            if kind == "stdlib":
+                m.setattr(FlowFile, "_arrow", lambda self, skipped, size: None)
+            _, found, skipped = read(path, size=size)
+        results[kind] = (found, skipped.examples, skipped.count)
+    assert results["arrow"] == results["stdlib"]
+    assert (len(results["stdlib"][0]), results["stdlib"][2]) == (flows, skips)
+
+
 def test_a_row_starting_with_hash_is_a_directive_on_both_paths(tmp_path: Path,
                                                               path_kind: str) -> None:
     rows = [zrow("1000.0", "10.0.0.1", "192.0.2.7", "443"),

@@ -9,11 +9,13 @@ number (pyarrow reports it). In a Zeek log a directive that changes nothing
 (``#close``, or the same header again in logs joined end to end) is no row;
 from one that changes how rows read (a new ``#fields``), or a row whose first
 field starts with '#', the row reader takes over, as it reads directives; so
-it does from text pyarrow cannot convert (not UTF-8), which it replaces.
+it does from bytes that are not UTF-8, which it replaces.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import math
 from collections import deque
@@ -31,6 +33,39 @@ BLOCK = 4 << 20                 # bytes pyarrow parses at a time
 # The columns a flow is made of, by role, in the order of the readers' column indexes.
 ZEEK_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "received")
 ARGUS_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "total")
+
+
+class _NotUtf8(Exception):
+    """Raised out of pyarrow's reader by _Utf8: the row reader takes over."""
+
+
+class _Utf8:
+    """A binary stream as pyarrow reads it, stopped with _NotUtf8 where it is not
+    UTF-8: pyarrow would report such a line of the wrong length to the row
+    handler through an exception of its own, which it prints and ignores."""
+
+    closed = False
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        try:
+            self._decoder.decode(data, final=not data)
+        except UnicodeDecodeError:
+            raise _NotUtf8 from None
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass                                 # the stream is the caller's to close
 
 
 class _Lines:
@@ -60,13 +95,14 @@ class _Lines:
 
 
 def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, str],
-            offset: int, delimiter: str, skipped: Skipped,
+            offset: int, delimiter: str, quoted: bool, skipped: Skipped,
             convert: Callable[[dict[str, Any]], Chunk | None],
             row: Callable[[list[str], int, Chunk], None], size: int,
             directive: Callable[[str], bool] | None = None) -> Generator[Chunk, None, int | None]:
     """Read ``stream`` (its header already consumed: ``offset`` lines) in chunks.
 
     ``fields`` maps each role to its column name (absent roles are left out);
+    ``quoted``: fields may be quoted with '"' (CSV), else nothing is quoted;
     ``convert`` turns a batch's text columns (by role) into a Chunk without
     lines, or None to take the batch row by row through ``row(parts, line,
     out)``, parts being the row's fields in file order.
@@ -75,14 +111,18 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
     directives (Zeek): it tells whether one would change how the rows after
     it read. Returns None at the end, or the number of the first line it did
     not take, for the row reader to go on from: a row whose first field
-    starts with '#', a directive that changes how rows read, or text pyarrow
-    cannot convert (not UTF-8) is at that line or after it.
+    starts with '#', a directive that changes how rows read, or bytes that
+    are not UTF-8 are at that line or after it; a UTF-8 BOM first (pyarrow
+    would drop it) at once.
 
     Important: the stream is given up then, not closed, and pyarrow may go
     on reading it ahead in a thread of its own: read on through a new handle.
     """
-    if not cast(io.BufferedReader, stream).peek(1):   # no row after the header: pyarrow
-        return None                                     # would call the file empty and fail
+    ahead = cast(io.BufferedReader, stream).peek(3)
+    if not ahead:                            # no row after the header: pyarrow would
+        return None                          # call the file empty and fail
+    if ahead.startswith(b"\xef\xbb\xbf"):      # pyarrow would drop this BOM, the row reader not
+        return offset + 1
     lines = _Lines(offset)
     # Lines of the wrong length, recorded as skipped once no stop can come before them.
     pending: deque[tuple[int, str]] = deque()
@@ -93,9 +133,13 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
         if directive is not None and bad.text.startswith("#"):
             # A new header: reading stops, the rows not yet taken go to the row reader.
             return "error" if directive(bad.text) else "skip"
-        if bad.text.strip(delimiter + '"\r\n'):    # a line of only separators is no row
-            pending.append((offset + number, f"{bad.actual_columns} fields where the header "
-                                             f"names {bad.expected_columns}"))
+        # As the row reader splits it: a line with no value is no row.
+        text = bad.text.rstrip("\r\n")
+        parts = next(csv.reader([text], delimiter=delimiter), []) if quoted \
+            else text.split(delimiter)
+        if any(parts):
+            pending.append((offset + number, f"{len(parts)} fields where the header names "
+                                             f"{len(names)}"))
         return "skip"
 
     def record(before: float) -> None:
@@ -113,11 +157,11 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
         wanted.append(names[0])              # where a row starting with '#' shows
     try:
         reader = pcsv.open_csv(
-            stream,
+            _Utf8(stream),
             read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK,
                                           use_threads=False),
             parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid,
-                                            quote_char='"' if delimiter == "," else False,
+                                            quote_char='"' if quoted else False,
                                             ignore_empty_lines=False),
             convert_options=pcsv.ConvertOptions(
                 include_columns=wanted, column_types={name: pa.string() for name in wanted},
@@ -139,7 +183,7 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
                     yield chunk
                 if hashed >= 0:
                     return stop(line)
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, _NotUtf8):
         return stop(offset + lines.next)
     record(math.inf)
     return None

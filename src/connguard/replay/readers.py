@@ -371,7 +371,7 @@ class FlowFile:
             return self._then_rows(_arrow.batches(
                 binary, self.path, names,
                 {role: names[i] for role, i in zip(_arrow.ARGUS_ROLES, index, strict=True)
-                 if i >= 0}, offset, ",", skipped, _arrow.argus,
+                 if i >= 0}, offset, ",", True, skipped, _arrow.argus,
                 lambda parts, line, out: _argus_row(parts, line, index, len(names), clock,
                                                     out, skipped, self.path),
                 size), lambda lineno: self._binetflow(skipped, size, lineno))
@@ -381,7 +381,8 @@ class FlowFile:
             line = _header_line(binary)
             if line is None:
                 return None
-            if line and (line[0] == "#" or not line.strip()):
+            # Blank lines before #fields are the header's; from it on, rows'.
+            if line and (line[0] == "#" or (header.index is None and not line.strip())):
                 offset += 1
                 header.row(line.rstrip("\r\n"), offset, _new_chunk(), skipped)
                 continue
@@ -392,13 +393,13 @@ class FlowFile:
             break
         if header.index is None:
             raise FormatError(f"{self.path}: no #fields header")
-        if len(header.sep) != 1:
+        if len(header.sep) != 1 or not header.sep.isascii():   # as pyarrow takes it
             return None
         return self._then_rows(_arrow.batches(
             binary, self.path, header.names,
             {role: header.names[i] for role, i in zip(_arrow.ZEEK_ROLES, header.index,
                                                       strict=True) if i >= 0},
-            offset, header.sep, skipped, lambda columns: _arrow.zeek(columns, header.unset),
+            offset, header.sep, False, skipped, lambda columns: _arrow.zeek(columns, header.unset),
             lambda parts, line, out: header.parts_row(parts, line, out, skipped), size,
             header.changes), lambda lineno: self._zeek(skipped, size, header, lineno))
 
@@ -717,6 +718,8 @@ def _zeek_fast(block: list[str], header: _ZeekHeader, first: int) -> Chunk | Non
     assert header.index is not None
     its, isrc, idst, _, iproto, _, _, _ = header.index
     unset = header.unset
+    if any(line[:1] == "#" for line in block):
+        return None
     try:
         rows = [line.rstrip("\r\n").split(header.sep) for line in block]
         if set(map(len, rows)) != {header.columns}:
