@@ -581,10 +581,11 @@ def test_bad_arguments_are_named(core: ModuleType) -> None:
     with pytest.raises(ValueError, match="url must be a redis://"):
         RedisFleet(b, "http://127.0.0.1:6379")
     for url in ("redis://127.0.0.1:6379/abc", "redis://127.0.0.1/1/2", "rediss://h/-1",
-                "redis://h/ 3", "redis://h/\N{DIGIT THREE}\N{ARABIC-INDIC DIGIT ONE}"):
+                "redis://h/ 3", "redis://h/\N{DIGIT THREE}\N{ARABIC-INDIC DIGIT ONE}",
+                "REDIS://h/abc"):
         with pytest.raises(ValueError, match="url must name its database by number"):
             RedisFleet(b, url)
-    for url in ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "redis://h:1/15",
+    for url in ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/", "redis://h:1/15", "redis://h/1/",
                 "unix:///tmp/redis.sock?db=2"):
         RedisFleet(b, url).stop()                                    # no connection made
     with pytest.raises(TypeError, match="url must be a str"):

@@ -49,14 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reader_gone(stream: TextIO) -> bool:
     """Whether ``stream`` is a pipe or socket whose reading end is closed.
 
-    poll() reports an error condition on such a descriptor without writing
-    to it; a file, a terminal or a pipe someone still reads reports none.
+    On Linux poll() reports an error condition on such a descriptor without
+    writing to it; a file, a terminal or a pipe someone still reads reports
+    none. Elsewhere every broken pipe is taken for stdout's.
     """
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
         return False
-    if not hasattr(select, "poll"):              # Windows: no way to tell, assume it is
+    if not sys.platform.startswith("linux"):     # poll() is not known to say so elsewhere
         return True
     poller = select.poll()
     poller.register(fd, 0)                       # errors and hang-ups are always reported

@@ -772,10 +772,11 @@ def _client(name: str, url: object, timeout: float) -> redis.Redis:
     if not isinstance(url, str):
         raise TypeError(f"{name} must be a str, not {type(url).__name__}")
     # redis-py reads a path that is no number as database 0, and "/1/2" as 12.
-    path = urllib.parse.urlsplit(url).path if url.startswith(("redis:", "rediss:")) else ""
-    if path.strip("/") and not (path[0] == "/" and path[1:].isascii() and path[1:].isdigit()):
+    parts = urllib.parse.urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme.lower() in ("redis", "rediss") else ""
+    if db and not (db.isascii() and db.isdigit()):
         raise ValueError(f"{name} must name its database by number (redis://host:6379/0), "
-                         f"got the path {path[:40]!r}")
+                         f"got the path {parts.path[:40]!r}")
     try:
         return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=0)

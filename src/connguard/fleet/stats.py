@@ -26,7 +26,7 @@ class FleetStats(NamedTuple):
     lag: float                # seconds from the last applied entry's creation to its application
     skipped: dict[str, int]   # entries read and not applied, by reason (SKIP_REASONS)
     malformed: int            # entries read that were not valid entries
-    clashes: int              # entries of another process with this node's id (applied)
     reconnects: int           # times a lost connection to Redis was made again
     resyncs: int              # replays after the first (lost stream), or serving resync()
     replayed: bool            # the live part of the stream has been replayed into the BanManager
+    clashes: int              # entries of another process with this node's id (applied)

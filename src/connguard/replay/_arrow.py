@@ -14,13 +14,10 @@ it does from bytes that are not UTF-8, which it replaces.
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
-import math
-from collections import deque
 from collections.abc import Callable, Generator
-from typing import IO, Any, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,70 +32,22 @@ ZEEK_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "r
 ARGUS_ROLES = ("start", "source", "host", "port", "proto", "duration", "sent", "total")
 
 
-class _NotUtf8(Exception):
-    """Raised out of pyarrow's reader by _Utf8: the row reader takes over."""
+class Handover(NamedTuple):
+    """Where the row reader goes on: from line ``line``, which is in ``block``,
+    the bytes read from the stream after line ``first`` (the stream's rest
+    follows them)."""
 
-
-class _Utf8:
-    """A binary stream as pyarrow reads it, stopped with _NotUtf8 where it is not
-    UTF-8: pyarrow would report such a line of the wrong length to the row
-    handler through an exception of its own, which it prints and ignores."""
-
-    closed = False
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        try:
-            self._decoder.decode(data, final=not data)
-        except UnicodeDecodeError:
-            raise _NotUtf8 from None
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass                                 # the stream is the caller's to close
-
-
-class _Lines:
-    """Line numbers of the rows pyarrow returns: the stream's lines, less the
-    invalid ones it handed to the handler (which numbers lines from 1)."""
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset                 # lines before the stream starts
-        self.next = 1                        # stream line of the next returned row
-        self.invalid: deque[int] = deque()   # stream lines handed to the handler, ascending
-
-    def take(self, n: int) -> list[int]:
-        upper = self.next + n
-        while self.invalid and self.invalid[0] < self.next:
-            self.invalid.popleft()
-        if not self.invalid or self.invalid[0] >= upper:
-            lines = list(range(self.offset + self.next, self.offset + upper))
-            self.next = upper
-            return lines
-        lines, line, gaps = [], self.next, set(self.invalid)
-        while len(lines) < n:
-            if line not in gaps:
-                lines.append(self.offset + line)
-            line += 1
-        self.next = line
-        return lines
+    line: int
+    first: int
+    block: bytes
 
 
 def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, str],
             offset: int, delimiter: str, quoted: bool, skipped: Skipped,
             convert: Callable[[dict[str, Any]], Chunk | None],
             row: Callable[[list[str], int, Chunk], None], size: int,
-            directive: Callable[[str], bool] | None = None) -> Generator[Chunk, None, int | None]:
+            directive: Callable[[str], bool] | None = None
+            ) -> Generator[Chunk, None, Handover | None]:
     """Read ``stream`` (its header already consumed: ``offset`` lines) in chunks.
 
     ``fields`` maps each role to its column name (absent roles are left out);
@@ -109,84 +58,114 @@ def batches(stream: IO[bytes], where: str, names: list[str], fields: dict[str, s
 
     ``directive`` is given for a format whose lines starting with '#' are
     directives (Zeek): it tells whether one would change how the rows after
-    it read. Returns None at the end, or the number of the first line it did
-    not take, for the row reader to go on from: a row whose first field
-    starts with '#', a directive that changes how rows read, or bytes that
-    are not UTF-8 are at that line or after it; a UTF-8 BOM first (pyarrow
-    would drop it) at once.
+    it read. Returns None at the end, or a Handover for the row reader to go
+    on from: at a row whose first field starts with '#', else at the start
+    of the block holding a directive that changes how rows read, bytes that
+    are not UTF-8, a BOM first (pyarrow would drop it) or anything else
+    pyarrow does not read line for line as the row reader does.
 
-    Important: the stream is given up then, not closed, and pyarrow may go
-    on reading it ahead in a thread of its own: read on through a new handle.
+    The stream is read in blocks of whole lines, and each block is read and
+    parsed by a thread of this generator's own while the block before it is
+    converted; that thread has ended when this returns or is closed.
     """
-    ahead = cast(io.BufferedReader, stream).peek(3)
-    if not ahead:                            # no row after the header: pyarrow would
-        return None                          # call the file empty and fail
-    if ahead.startswith(b"\xef\xbb\xbf"):      # pyarrow would drop this BOM, the row reader not
-        return offset + 1
-    lines = _Lines(offset)
-    # Lines of the wrong length, recorded as skipped once no stop can come before them.
-    pending: deque[tuple[int, str]] = deque()
+    wanted = list(fields.values())
+    if directive is not None and names[0] not in wanted:
+        wanted.append(names[0])              # where a row starting with '#' shows
+    convert_options = pcsv.ConvertOptions(
+        include_columns=wanted, column_types={name: pa.string() for name in wanted},
+        strings_can_be_null=False)
 
-    def invalid(bad: Any) -> str:
-        number = bad.number if bad.number is not None else lines.next
-        lines.invalid.append(number)
+    def read() -> tuple[bytes, tuple[pa.RecordBatch, dict[int, str]] | None]:
+        block = stream.read(BLOCK)
+        if block and not block.endswith(b"\n"):
+            block += stream.readline()       # whole lines only
+        return block, _parse(block, names, delimiter, quoted, convert_options, directive)
+
+    first = offset                           # lines before the block
+    with ThreadPoolExecutor(1, thread_name_prefix="connguard-replay") as pool:
+        ahead = pool.submit(read)
+        while True:
+            block, parsed = ahead.result()
+            if not block:
+                return None
+            ahead = pool.submit(read)
+
+            def handover(line: int) -> Handover:
+                return Handover(line, first, block + ahead.result()[0])   # noqa: B023 - called at once
+
+            if parsed is None:
+                return handover(first + 1)
+            # Lines as the row reader counts them: LF, CR LF or a bare CR end one.
+            count = block.count(b"\n") + (not block.endswith((b"\n", b"\r")))
+            if b"\r" in block:
+                count += block.count(b"\r") - block.count(b"\r\n")
+            batch, invalid = parsed
+            numbers = [first + k for k in range(1, count + 1) if k not in invalid] \
+                if invalid else list(range(first + 1, first + count + 1))
+            if len(numbers) != batch.num_rows:   # a quoted line end, say: not line for line
+                return handover(first + 1)
+            stop = None
+            if directive is not None and batch.num_rows:
+                hashed = pc.starts_with(batch.column(names[0]), "#")
+                if pc.any(hashed).as_py():
+                    keep = pc.index(hashed, True).as_py()
+                    stop, batch, numbers = numbers[keep], batch.slice(0, keep), numbers[:keep]
+            for k, reason in invalid.items():
+                if reason and (stop is None or first + k < stop):
+                    skipped.add(where, first + k, reason)
+            for start in range(0, batch.num_rows, size):
+                chunk = _chunk(batch.slice(start, size), numbers[start:start + size], names,
+                               fields, wanted, convert, row)
+                if chunk.starts:
+                    yield chunk
+            if stop is not None:
+                return handover(stop)
+            first += count
+
+
+def _parse(block: bytes, names: list[str], delimiter: str, quoted: bool, convert_options: Any,
+           directive: Callable[[str], bool] | None
+           ) -> tuple[pa.RecordBatch, dict[int, str]] | None:
+    """A block's rows, with the lines that are none (their number, from 1, and
+    why they are skipped, or "" for a line with no value or a directive);
+    None where the row reader must read the block."""
+    if not block or block.startswith(b"\xef\xbb\xbf"):
+        return None
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    invalid: dict[int, str] = {}
+
+    def on_invalid(bad: Any) -> str:
+        if bad.number is None:
+            return "error"
         if directive is not None and bad.text.startswith("#"):
-            # A new header: reading stops, the rows not yet taken go to the row reader.
+            invalid[bad.number] = ""
             return "error" if directive(bad.text) else "skip"
         # As the row reader splits it: a line with no value is no row.
         text = bad.text.rstrip("\r\n")
         parts = next(csv.reader([text], delimiter=delimiter), []) if quoted \
             else text.split(delimiter)
-        if any(parts):
-            pending.append((offset + number, f"{len(parts)} fields where the header names "
-                                             f"{len(names)}"))
+        invalid[bad.number] = f"{len(parts)} fields where the header names {len(names)}" \
+            if any(parts) else ""
         return "skip"
 
-    def record(before: float) -> None:
-        while pending and pending[0][0] < before:
-            skipped.add(where, *pending.popleft())
-
-    def stop(line: int) -> int:
-        """Hand over at ``line``: skips after it are the row reader's to record."""
-        record(line)
-        pending.clear()
-        return line
-
-    wanted = list(fields.values())
-    if directive is not None and names[0] not in wanted:
-        wanted.append(names[0])              # where a row starting with '#' shows
     try:
-        reader = pcsv.open_csv(
-            _Utf8(stream),
-            read_options=pcsv.ReadOptions(column_names=names, block_size=BLOCK,
-                                          use_threads=False),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid,
+        table = pcsv.read_csv(
+            pa.py_buffer(block),
+            read_options=pcsv.ReadOptions(column_names=names, use_threads=False,
+                                          block_size=len(block) + 1),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid,
                                             quote_char='"' if quoted else False,
                                             ignore_empty_lines=False),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=wanted, column_types={name: pa.string() for name in wanted},
-                strings_can_be_null=False))
-        for batch in reader:
-            for start in range(0, batch.num_rows, size):
-                part = batch.slice(start, size)
-                numbers = lines.take(part.num_rows)
-                hashed = -1
-                if directive is not None:
-                    first = pc.starts_with(part.column(names[0]), "#")
-                    if pc.any(first).as_py():
-                        hashed = pc.index(first, True).as_py()
-                        part, numbers, line = part.slice(0, hashed), numbers[:hashed], \
-                            numbers[hashed]
-                record(line if hashed >= 0 else numbers[-1])
-                chunk = _chunk(part, numbers, names, fields, wanted, convert, row)
-                if chunk.starts:
-                    yield chunk
-                if hashed >= 0:
-                    return stop(line)
-    except (pa.ArrowInvalid, _NotUtf8):
-        return stop(offset + lines.next)
-    record(math.inf)
-    return None
+            convert_options=convert_options)
+    except pa.ArrowInvalid:                  # a directive that changes the header, ...
+        return None
+    batches = table.combine_chunks().to_batches()
+    if not batches:
+        return pa.RecordBatch.from_pylist([], table.schema), invalid
+    return batches[0], invalid
 
 
 def _chunk(part: pa.RecordBatch, numbers: list[int], names: list[str], fields: dict[str, str],

@@ -270,7 +270,6 @@ class FlowFile:
         if fmt != "auto" and fmt not in FORMATS:
             raise FormatError(f"unknown format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
         self.path = path
-        self._retired: list[IO[Any]] = []        # handles given up on, closed by close()
         try:
             self._open()
             self.size = os.fstat(self._raw.fileno()).st_size
@@ -299,14 +298,9 @@ class FlowFile:
         self._raw.seek(0)
         self._binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
             if magic == b"\x1f\x8b" else self._raw
-        self._text = io.TextIOWrapper(self._binary, encoding="utf-8", errors="replace",
+        # utf-8-sig: a BOM the file starts with is no part of its first line.
+        self._text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", errors="replace",
                                       newline="")
-
-    def _reopen(self) -> None:
-        """Read on through new handles: pyarrow's reader may go on reading the
-        old ones ahead in a thread of its own after it was given up."""
-        self._retired += [self._text, self._raw]
-        self._open()
 
     def _first_line(self) -> str:
         for line in self._text:
@@ -322,9 +316,8 @@ class FlowFile:
             return 0
 
     def close(self) -> None:
-        handles: list[IO[Any]] = [self._text, self._raw, *self._retired]
-        for handle in handles:
-            handle.close()
+        self._text.close()
+        self._raw.close()
 
     def close_quietly(self) -> None:
         raw = getattr(self, "_raw", None)
@@ -359,6 +352,8 @@ class FlowFile:
             return None
         binary = self._binary
         binary.seek(0)
+        if binary.read(3) != b"\xef\xbb\xbf":     # a BOM first is no part of the header
+            binary.seek(0)
         offset = 0
         if self.format == "binetflow":
             offset = 1
@@ -374,7 +369,7 @@ class FlowFile:
                  if i >= 0}, offset, ",", True, skipped, _arrow.argus,
                 lambda parts, line, out: _argus_row(parts, line, index, len(names), clock,
                                                     out, skipped, self.path),
-                size), lambda lineno: self._binetflow(skipped, size, lineno))
+                size), lambda lines, lineno: self._binetflow(skipped, size, names, lines, lineno))
         header = _ZeekHeader(self.path)
         while True:                               # the directives before the first row
             where = binary.tell()
@@ -401,22 +396,33 @@ class FlowFile:
                                                       strict=True) if i >= 0},
             offset, header.sep, False, skipped, lambda columns: _arrow.zeek(columns, header.unset),
             lambda parts, line, out: header.parts_row(parts, line, out, skipped), size,
-            header.changes), lambda lineno: self._zeek(skipped, size, header, lineno))
+            header.changes), lambda lines, lineno: self._zeek(skipped, size, header, lines, lineno))
 
-    def _then_rows(self, batches: Generator[Chunk, None, int | None],
-                   rows: Callable[[int], Iterator[Chunk]]) -> Iterator[Chunk]:
-        """pyarrow's chunks, then the row reader's from the line pyarrow stopped at."""
-        stop = yield from batches
-        if stop is not None:
-            self._reopen()
-            yield from rows(stop - 1)
+    def _then_rows(self, batches: Generator[Chunk, None, Any],
+                   rows: Callable[[Iterator[str], int], Iterator[Chunk]]) -> Iterator[Chunk]:
+        """pyarrow's chunks, then the row reader's from the line pyarrow stopped at
+        (an _arrow.Handover): the lines of the block it was in from that one on,
+        then the rest of the file."""
+        handover = yield from batches
+        if handover is not None:
+            lines = io.TextIOWrapper(io.BytesIO(handover.block), encoding="utf-8",
+                                     errors="replace", newline="")
+            skip = handover.line - handover.first - 1
+            next(itertools.islice(lines, skip, skip), None)
+            # The rest, from where the binary stream is: a block's end. (Not through
+            # self._text: its decoder would take a BOM there for the file's own.)
+            rest = io.TextIOWrapper(self._binary, encoding="utf-8", errors="replace",
+                                    newline="")
+            try:
+                yield from rows(itertools.chain(lines, rest), handover.line - 1)
+            finally:
+                rest.detach()                    # the binary stream is close()'s to close
 
     def _zeek(self, skipped: Skipped, size: int, header: _ZeekHeader | None = None,
-              lineno: int = 0) -> Iterator[Chunk]:
-        """The Zeek log by rows; with ``header`` from line ``lineno + 1`` on."""
+              lines: Iterator[str] | None = None, lineno: int = 0) -> Iterator[Chunk]:
+        """The Zeek log by rows; or, given ``header``, its ``lines`` from line ``lineno + 1``."""
         header = header or _ZeekHeader(self.path)
-        next(itertools.islice(self._text, lineno, lineno), None)
-        for block in _blocks(self._text, size):
+        for block in _blocks(self._text if lines is None else lines, size):
             first = lineno + 1
             lineno += len(block)
             chunk = _zeek_fast(block, header, first) if header.index is not None else None
@@ -454,13 +460,15 @@ class FlowFile:
         if out.starts:
             yield out
 
-    def _binetflow(self, skipped: Skipped, size: int, lineno: int = 1) -> Iterator[Chunk]:
-        """The binetflow file by rows, from line ``lineno + 1`` on."""
-        header = [name.strip() for name in next(csv.reader([next(self._text)]))]
+    def _binetflow(self, skipped: Skipped, size: int, header: list[str] | None = None,
+                   lines: Iterator[str] | None = None, lineno: int = 1) -> Iterator[Chunk]:
+        """The binetflow file by rows; or, given its ``header``, ``lines`` from line
+        ``lineno + 1``."""
+        if header is None:
+            header = [name.strip() for name in next(csv.reader([next(self._text)]))]
         index = _argus_index(header, self.path)
         clock = _ArgusClock()
-        next(itertools.islice(self._text, lineno - 1, lineno - 1), None)
-        for block in _blocks(self._text, size):
+        for block in _blocks(self._text if lines is None else lines, size):
             first = lineno + 1
             lineno += len(block)
             chunk = _argus_fast(block, index, len(header), clock, first)
@@ -560,7 +568,7 @@ def _csv_flow(row: list[str], index: dict[str, int], unset: tuple[str, ...]) -> 
             _count(row[index["received"]], "received", unset) if index["received"] >= 0 else None)
 
 
-def _blocks(text: IO[str], size: int) -> Iterator[list[str]]:
+def _blocks(text: Iterable[str], size: int) -> Iterator[list[str]]:
     """The remaining lines of ``text`` in lists of ``size``."""
     while True:
         block = list(itertools.islice(text, size))
