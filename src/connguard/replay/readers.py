@@ -271,8 +271,15 @@ class FlowFile:
             raise FormatError(f"unknown format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
         self.path = path
         try:
-            self._open()
+            self._raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
             self.size = os.fstat(self._raw.fileno()).st_size
+            magic = self._raw.read(2)
+            self._raw.seek(0)
+            self._binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
+                if magic == b"\x1f\x8b" else self._raw
+            # utf-8-sig: a BOM the file starts with is no part of its first line.
+            self._text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", errors="replace",
+                                          newline="")
             first = self._first_line()
         except OSError as exc:
             self.close_quietly()
@@ -291,16 +298,6 @@ class FlowFile:
                                   f"({first.strip()[:60]!r}); pass --format")
             fmt = found
         self.format = fmt
-
-    def _open(self) -> None:
-        self._raw: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        magic = self._raw.read(2)
-        self._raw.seek(0)
-        self._binary = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) \
-            if magic == b"\x1f\x8b" else self._raw
-        # utf-8-sig: a BOM the file starts with is no part of its first line.
-        self._text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", errors="replace",
-                                      newline="")
 
     def _first_line(self) -> str:
         for line in self._text:
@@ -341,10 +338,9 @@ class FlowFile:
         """The pyarrow path for Zeek TSV and binetflow, or None where the row readers must read.
 
         They must without pyarrow, for a Zeek separator of more than one
-        character, and for a file whose lines end in a bare CR (the header
-        is read up to LF). From a line pyarrow cannot go on from (a Zeek
-        directive that changes how rows read, text it cannot convert), the
-        row readers take over.
+        character or not ASCII, and for a file whose lines end in a bare CR
+        (the header is read up to LF). From where pyarrow's reading would
+        differ from theirs (see _arrow.batches), they take over.
         """
         try:
             from . import _arrow
