@@ -25,7 +25,7 @@ from ..bans.wire import (
 )
 
 __all__ = ["BAN", "INFRACTION", "UNBAN", "Command", "Malformed", "UnknownType", "ban_fields",
-           "command_id", "infraction_fields", "read_entry", "run_of", "unban_fields"]
+           "command_id", "infraction_fields", "read_entry", "unban_fields"]
 
 INFRACTION, BAN, UNBAN = "infraction", "ban", "unban"
 MAX_FIELDS = 16             # an entry with more fields is malformed
@@ -49,6 +49,7 @@ class Command(NamedTuple):
     created: float      # wall-clock seconds on the sending node
     node: str
     duration: float     # seconds, as sent (0.0 for an unban); receivers clamp it
+    run: str | None     # the publishing RedisFleet's token (None: an older version's entry)
 
 
 def infraction_fields(infraction: Infraction, run: str) -> dict[str, str]:
@@ -73,21 +74,14 @@ def unban_fields(ident: str, source: str, created: float, node: str, run: str) -
             "run": run}
 
 
-def run_of(fields: Mapping[Any, Any]) -> str | None:
-    """The ``run`` of an entry read_entry accepted (its fields are then bounded
-    UTF-8), or None when it has none."""
-    value = fields.get(b"run", fields.get("run"))
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def read_entry(fields: Mapping[Any, Any]) -> dict[str, Any] | Command:
     """Check an entry as redis-py returns it (bytes or str names and values).
 
     Important:
     1. Returns an infraction as a mapping for ``BanManager.apply`` (id,
        source, kind, created as a float, node: the fields ``apply`` takes;
-       any other field, such as a forged penalty, is left out), or a
-       Command for a ban or unban.
+       and run, when given, which it ignores; any other field, such as a
+       forged penalty, is left out), or a Command for a ban or unban.
     2. Raises UnknownType for a ``type`` it does not know, and Malformed
        (naming the field) for anything else wrong: more than MAX_FIELDS
        fields, a name or value over MAX_FIELD_BYTES bytes or not UTF-8, a
@@ -103,8 +97,8 @@ def read_entry(fields: Mapping[Any, Any]) -> dict[str, Any] | Command:
         text[_text("a field name", name)] = _text(f"field {_name(name)}", value)
     kind = text.get("type", INFRACTION)
     if kind == INFRACTION:
-        entry: dict[str, Any] = {name: text[name] for name in ("id", "source", "kind", "node")
-                                 if name in text}
+        entry: dict[str, Any] = {name: text[name] for name in ("id", "source", "kind", "node",
+                                                               "run") if name in text}
         entry["created"] = _seconds(text, "created")
         try:
             read_infraction(entry)
@@ -122,7 +116,7 @@ def read_entry(fields: Mapping[Any, Any]) -> dict[str, Any] | Command:
         duration = _seconds(text, "duration")
         if duration <= 0.0:
             raise Malformed(f"ban duration must be > 0 seconds, got {duration!r}")
-    return Command(kind, ident, source, created, node, duration)
+    return Command(kind, ident, source, created, node, duration, text.get("run"))
 
 
 def _name(name: object) -> str:

@@ -48,7 +48,6 @@ from .entries import (
     command_id,
     infraction_fields,
     read_entry,
-    run_of,
     unban_fields,
 )
 from .stats import SKIP_REASONS, FleetStats
@@ -655,9 +654,10 @@ class RedisFleet:
         except Malformed as exc:
             self._malformed_entry(exc)
             return
-        node = entry.node if isinstance(entry, Command) else entry["node"]
+        node, run = (entry.node, entry.run) if isinstance(entry, Command) \
+            else (entry["node"], entry.get("run"))
         if following and node == self._node:
-            if run_of(fields) == self._run_token:
+            if run == self._run_token:
                 self._skipped["own"] += 1
                 return
             self._clash()
@@ -743,14 +743,14 @@ class RedisFleet:
         """Another process publishes under this node's id: its entries are applied
         as any peer's (they are events from elsewhere), counted and logged."""
         self._clashes += 1
-        if self._clashes <= 10 or self._clashes % 1000 == 0:       # bounded, as below
+        if _worth_logging(self._clashes):
             log.warning("connguard fleet: another process writes to %s as node %r (%d entries "
                         "so far); give each node its own node_id", self._stream,
                         self._node[:64], self._clashes)
 
     def _malformed_entry(self, exc: Exception) -> None:
         self._malformed += 1
-        if self._malformed <= 10 or self._malformed % 1000 == 0:   # bounded: a flood logs little
+        if _worth_logging(self._malformed):
             log.warning("connguard fleet: skipped a malformed entry of %s (%d so far): %s",
                         self._stream, self._malformed, type(exc).__name__
                         if self._bans.pseudonymizer is not None else exc)
@@ -765,6 +765,12 @@ class RedisFleet:
     def _shown(self, netblock: str) -> str:
         pseudonymizer = self._bans.pseudonymizer
         return pseudonymizer(netblock) if pseudonymizer is not None else netblock
+
+
+def _worth_logging(count: int) -> bool:
+    """Whether the ``count``-th of a kind of problem is logged: the first ten,
+    then every thousandth, so that a flood logs little."""
+    return count <= 10 or count % 1000 == 0
 
 
 def _client(name: str, url: object, timeout: float) -> redis.Redis:
