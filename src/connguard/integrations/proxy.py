@@ -208,7 +208,8 @@ def _host_port(authority: str, default: int | None) -> tuple[str, int]:
         if default is None:
             raise BadRequest("CONNECT needs host:port")
         return host, default
-    if not (len(port_text) <= 5 and port_text.isdigit() and 0 < int(port_text) < 65536):
+    if not (len(port_text) <= 5 and port_text.isascii() and port_text.isdigit()
+            and 0 < int(port_text) < 65536):
         raise BadRequest(f"bad port {port_text[:8]!r}")
     return host, int(port_text)
 

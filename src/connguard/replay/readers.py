@@ -604,10 +604,6 @@ def _check_ports(ports: list[int | None]) -> None:
         raise ValueError("a port out of range")
 
 
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace")
-
-
 def _header_line(binary: IO[bytes]) -> str | None:
     """The next line of a header, or None when the row readers must read the
     file: a line with a bare CR (lines may end in one) or longer than any
@@ -615,7 +611,7 @@ def _header_line(binary: IO[bytes]) -> str | None:
     raw = binary.readline(HEADER_LINE)
     if len(raw) == HEADER_LINE and not raw.endswith(b"\n"):
         return None
-    line = _text(raw)
+    line = raw.decode("utf-8", "replace")
     return None if "\r" in line.rstrip("\r\n") else line
 
 
