@@ -1,7 +1,7 @@
 """Time the accept+close pair loop of two built checkouts, alternating processes.
 
-    python benchmarks/alternate.py BEFORE AFTER [--sources N] [--rounds R] [--family ipv4|ipv6|guard]
-                                               [--shuffle]
+    python benchmarks/alternate.py BEFORE AFTER [--sources N] [--rounds R] [--shuffle]
+        [--family ipv4|ipv6|guard|guard_limiter]
 
 BEFORE and AFTER are checkouts whose compiled core is built in place
 (``python setup.py build_ext --inplace`` in each). Two builds of one module
@@ -31,8 +31,11 @@ if not connguard.COMPILED or not connguard.__file__.startswith(sys.argv[1]):
 family, n, shuffle = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "shuffle"
 tracker = connguard.Tracker(capacity=max(n, 1000), clock=None)
 accept, close = tracker.accept, tracker.close
-if family == "guard":
-    guard = connguard.Guard(tracker=tracker, limiter=False)
+if family.startswith("guard"):
+    limiter = False
+    if family == "guard_limiter":      # sized to the sources, allowing every accept
+        limiter = connguard.RateLimiter(rate=1e6, burst=1e6, capacity=max(n, 1000))
+    guard = connguard.Guard(tracker=tracker, limiter=limiter)
     accept, close = guard.accept, guard.close
 if family == "ipv6":
     sources = [f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::1" for i in range(n)]
@@ -64,7 +67,7 @@ def main() -> int:
     parser.add_argument("after")
     parser.add_argument("--sources", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=16)
-    parser.add_argument("--family", choices=("ipv4", "ipv6", "guard"), default="ipv4")
+    parser.add_argument("--family", choices=("ipv4", "ipv6", "guard", "guard_limiter"), default="ipv4")
     parser.add_argument("--shuffle", action="store_true",
                         help="walk the sources in a random order, not the order first tracked")
     args = parser.parse_args()
